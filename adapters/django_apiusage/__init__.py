@@ -1,0 +1,1 @@
+"""Django app for apiusage (filled in by the adapters work)."""

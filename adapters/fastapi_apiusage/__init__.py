@@ -1,0 +1,1 @@
+"""FastAPI adapter for apiusage (filled in by the adapters work; use apiusage.ASGIMiddleware now)."""

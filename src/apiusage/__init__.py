@@ -1,0 +1,50 @@
+"""apiusage: know how your API is used.
+
+One line of middleware records every request (route template, status, latency, API
+version, auth method, client library, caller and organisation) and delivers it in the
+background to PostHog, or to an embedded local store when no PostHog key is set.
+"""
+
+__version__ = "0.1.0"
+
+from apiusage.client import UsageClient, get_client
+from apiusage.config import ConfigurationError, Settings
+from apiusage.context import identify, track
+from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate
+from apiusage.identity import Identity, KeyedHasher, ResolverChain, from_api_key, from_header, from_state
+from apiusage.middleware import ASGIMiddleware, WSGIMiddleware
+from apiusage.request_view import RequestView
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ASGIMiddleware",
+    "ConfigurationError",
+    "Event",
+    "GroupUpdate",
+    "Identity",
+    "KeyedHasher",
+    "RequestView",
+    "ResolverChain",
+    "Settings",
+    "UsageClient",
+    "WSGIMiddleware",
+    "__version__",
+    "flush",
+    "from_api_key",
+    "from_header",
+    "from_state",
+    "get_client",
+    "identify",
+    "stats",
+    "track",
+]
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Deliver everything the default client recorded so far (blocking; not on an event loop)."""
+    return get_client().flush(timeout)
+
+
+def stats() -> dict[str, int]:
+    """The default client's counters: events built, delivered, dropped (by reason) …"""
+    return get_client().stats.snapshot()

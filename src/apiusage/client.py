@@ -1,0 +1,351 @@
+"""The usage client: settings, identity resolution, event building and delivery in one place.
+
+Every middleware and adapter holds one :class:`UsageClient`. The first client created in a
+process also serves ``apiusage.track()`` / ``identify()`` calls made outside a request.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import inspect
+import os
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Sequence
+from pathlib import Path
+from typing import Any
+
+from apiusage.builder import Built, EventBuilder
+from apiusage.config import ConfigurationError, Settings, load_settings
+from apiusage.delivery import BackgroundDelivery, Delivery
+from apiusage.detect.auth import AuthDetector
+from apiusage.detect.versions import VersionDetector
+from apiusage.health import Stats, logger
+from apiusage.identity import (
+    Identity,
+    KeyedHasher,
+    Resolver,
+    ResolverChain,
+    from_api_key,
+    from_header,
+    from_state,
+)
+from apiusage.record import JourneyEvent, RequestRecord
+from apiusage.request_view import RequestView
+from apiusage.sinks.base import Sink
+from apiusage.sinks.posthog import PostHogSink
+from apiusage.sinks.store import LocalStoreSink
+
+__all__ = ["UsageClient", "get_client"]
+
+_default_client: UsageClient | None = None
+_default_lock = threading.Lock()
+
+
+def get_client() -> UsageClient:
+    """The process's default client (the first one created)."""
+    client = _default_client
+    if client is None:
+        raise RuntimeError(
+            "apiusage is not set up in this process: add apiusage's middleware (or an adapter) "
+            "to your app, or create an apiusage.UsageClient(), before calling track()/identify()"
+        )
+    return client
+
+
+class _IdentifyCall:
+    __slots__ = ("identity", "timestamp")
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+        self.timestamp = time.time()
+
+
+def _as_resolvers(identify: Resolver | Sequence[Resolver] | None) -> list[Resolver]:
+    if identify is None:
+        return []
+    if callable(identify):
+        return [identify]
+    resolvers = list(identify)
+    for resolver in resolvers:
+        if not callable(resolver):
+            raise ConfigurationError(f"identify= must be callables; got {resolver!r}")
+    return resolvers
+
+
+class UsageClient:
+    """Records requests and journey events and delivers them in the background.
+
+    Args:
+        settings: a :class:`~apiusage.Settings`; by default read from the environment.
+        identify: a resolver, or a list of resolvers, tried before the built-in ones.
+        sink: where events go; by default PostHog when a key is set, else the local store.
+        posthog_client: an existing ``posthog.Posthog`` client to deliver through.
+        **overrides: any setting by name, e.g. ``event_name="api_call"``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        identify: Resolver | Sequence[Resolver] | None = None,
+        sink: Sink | None = None,
+        posthog_client: Any = None,
+        **overrides: Any,
+    ) -> None:
+        self.settings = load_settings(settings, **overrides)
+        self.stats = Stats()
+        self.sink: Sink = sink if sink is not None else self._default_sink(posthog_client)
+        settings = self.settings
+        self.auth_detector = AuthDetector(
+            api_key_headers=settings.api_key_headers,
+            api_key_query_params=settings.api_key_query_params,
+            token_query_params=settings.token_query_params,
+            session_cookies=settings.session_cookies,
+        )
+        # Resolvers that need the live request run on the request path after the response;
+        # the header-only built-ins run later, in the worker, when nothing else matched.
+        self.resolver = ResolverChain(
+            [*_as_resolvers(identify), from_state(settings.state_attribute)],
+            on_error=self._resolver_failed,
+        )
+        fallbacks: list[Resolver] = []
+        if settings.caller_header:
+            fallbacks.append(from_header(settings.caller_header))
+        fallbacks.append(from_api_key(KeyedHasher(self._identity_secret()), self.auth_detector))
+        self.fallback_resolver = ResolverChain(fallbacks, on_error=self._resolver_failed)
+        self.builder = EventBuilder(
+            event_name=settings.event_name,
+            organisation_group=settings.organisation_group,
+            framework=settings.framework,
+            versions=VersionDetector(
+                sources=settings.version_sources,
+                headers=settings.version_headers,
+                query_params=settings.version_query_params,
+            ),
+            auth=self.auth_detector,
+            sample_rate=settings.sample_rate,
+            route_sample_rates=settings.route_sample_rates,
+        )
+        self.delivery: Delivery = BackgroundDelivery(
+            self._process,
+            self.stats,
+            max_queue_size=settings.max_queue_size,
+            batch_size=settings.batch_size,
+            flush_interval=settings.flush_interval,
+            after_fork=self._after_fork,
+        )
+        exact = {path.rstrip("/") or "/" for path in settings.exclude_paths if not path.endswith("/")}
+        self._excluded_exact = frozenset(exact)
+        self._excluded_prefixes = tuple(p for p in settings.exclude_paths if p.endswith("/"))
+        self._closed = False
+        atexit.register(self.close)
+        global _default_client
+        with _default_lock:
+            if _default_client is None:
+                _default_client = self
+
+    # ------------------------------------------------------------------ set-up
+    def _default_sink(self, posthog_client: Any) -> Sink:
+        settings = self.settings
+        if posthog_client is not None:
+            return PostHogSink(posthog_client)
+        if settings.uses_posthog:
+            assert settings.posthog_api_key is not None
+            logger.info("apiusage: sending events to PostHog at %s", settings.posthog_host)
+            return PostHogSink(
+                api_key=settings.posthog_api_key.get_secret_value(),
+                host=settings.posthog_host,
+                on_dropped=lambda count: self.stats.add("dropped_delivery_failed", count),
+                batch_size=settings.batch_size,
+                flush_interval=settings.flush_interval,
+                max_queue_size=settings.max_queue_size,
+            )
+        path = settings.store.resolve()
+        try:
+            sink = LocalStoreSink(path)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"store (APIUSAGE_STORE): cannot open the local store at {path}: {exc}"
+            ) from exc
+        logger.warning(
+            "apiusage: no POSTHOG_API_KEY set; events go to the local store at %s "
+            "(see them with: apiusage report --store %s)",
+            path,
+            path,
+        )
+        return sink
+
+    def _identity_secret(self) -> bytes:
+        settings = self.settings
+        if settings.identity_secret is not None:
+            secret = settings.identity_secret.get_secret_value().encode()
+            if len(secret) < 16:
+                raise ConfigurationError(
+                    "identity_secret (APIUSAGE_IDENTITY_SECRET): must be at least 16 characters"
+                )
+            return secret
+        if settings.uses_posthog and settings.posthog_api_key is not None:
+            logger.warning(
+                "apiusage: APIUSAGE_IDENTITY_SECRET is not set; API-key identities are keyed "
+                "with a hash of the PostHog project key. Set a secret of your own."
+            )
+            key = settings.posthog_api_key.get_secret_value()
+            return hashlib.sha256(b"apiusage identity v1\0" + key.encode()).digest()
+        return _local_secret(settings.store.resolve().parent / "identity_secret")
+
+    def _resolver_failed(self, where: str, exc: BaseException) -> None:
+        self.stats.error(where, exc, counter="resolver_errors")
+
+    def _after_fork(self) -> None:
+        self.builder.forget_sent()
+        after_fork = getattr(self.sink, "after_fork", None)
+        if after_fork is not None:
+            after_fork()
+
+    # ------------------------------------------------------------- request path
+    def is_excluded(self, path: str) -> bool:
+        """True for paths that are never recorded (health checks, docs, metrics …)."""
+        return (
+            path in self._excluded_exact
+            or (path.endswith("/") and path.rstrip("/") in self._excluded_exact)
+            or (bool(self._excluded_prefixes) and path.startswith(self._excluded_prefixes))
+        )
+
+    def finish_request(self, record: RequestRecord) -> Awaitable[None] | None:
+        """Resolve the caller (after the response is sent) and queue the record.
+
+        Returns an awaitable only when an async resolver is involved.
+        """
+        if not record.identity_pinned:
+            try:
+                result = self.resolver(RequestView(record))
+            except Exception as exc:  # the chain guards each resolver; this guards the chain
+                self.stats.error("identity resolution", exc)
+                result = None
+            if inspect.isawaitable(result):
+                return self._finish_async(record, result)
+            record.identity = result
+        self.submit(record)
+        return None
+
+    async def _finish_async(self, record: RequestRecord, pending: Awaitable[Identity | None]) -> None:
+        try:
+            record.identity = await pending
+        except Exception as exc:
+            self.stats.error("identity resolution", exc)
+        self.submit(record)
+
+    def submit(self, record: RequestRecord) -> None:
+        self.delivery.submit(record)
+
+    def record_journey_event(self, event: JourneyEvent) -> None:
+        """A ``track()`` call made outside a request."""
+        if self.delivery.submit(event):
+            self.stats.add("journey_events_recorded")
+
+    def record_identity(self, identity: Identity) -> None:
+        """An ``identify()`` call made outside a request."""
+        self.delivery.submit(_IdentifyCall(identity))
+
+    # ------------------------------------------------------------------ worker
+    def _build(self, item: Any) -> Built:
+        if isinstance(item, RequestRecord):
+            self.stats.add("requests_recorded")
+            if item.identity is None:
+                identity = self.fallback_resolver(RequestView(item))
+                if isinstance(identity, Identity):
+                    item.identity = identity
+            if item.journey:
+                self.stats.add("journey_events_recorded", len(item.journey))
+            return self.builder.build_request(item)
+        if isinstance(item, JourneyEvent):
+            return self.builder.build_journey(item)
+        if isinstance(item, _IdentifyCall):
+            return self.builder.build_identify(item.identity, item.timestamp)
+        raise TypeError(f"cannot build events from {type(item).__name__}")
+
+    def _process(self, items: list[Any]) -> None:
+        built = Built()
+        for item in items:
+            try:
+                one = self._build(item)
+            except Exception as exc:
+                self.stats.error("building an event", exc)
+                self.stats.add("dropped_build_failed")
+                continue
+            built.events.extend(one.events)
+            built.groups.extend(one.groups)
+            if one.sampled_out:
+                self.stats.add("sampled_out")
+        if not built.events and not built.groups:
+            return
+        self.stats.add("events_built", len(built.events))
+        try:
+            accepted = self.sink.send(built.events, built.groups)
+        except Exception as exc:
+            self.stats.error("sending events", exc)
+            self.stats.add("dropped_delivery_failed", len(built.events))
+            return
+        self.stats.add("events_delivered", accepted)
+        if accepted < len(built.events):
+            self.stats.add("dropped_delivery_failed", len(built.events) - accepted)
+
+    # --------------------------------------------------------------- lifecycle
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver everything recorded so far. Blocking: not for an event loop thread."""
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        done = self.delivery.flush(timeout)
+        try:
+            self.sink.flush(max(0.0, deadline - time.monotonic()))
+        except Exception as exc:
+            self.stats.error("flushing the sink", exc)
+            return False
+        return done
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush within the shutdown timeout and stop; called at exit automatically."""
+        if self._closed:
+            return
+        self._closed = True
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        try:
+            self.delivery.close(timeout)
+            self.sink.close(max(0.0, deadline - time.monotonic()))
+        except Exception as exc:
+            self.stats.error("shutting down", exc)
+        atexit.unregister(self.close)
+        global _default_client
+        with _default_lock:
+            if _default_client is self:
+                _default_client = None
+        stats = self.stats.snapshot()
+        if stats["dropped"]:
+            logger.warning("apiusage: %d events were dropped in this process: %s", stats["dropped"], stats)
+
+
+def _local_secret(path: Path) -> bytes:
+    """A random secret kept beside the local store, created once and shared by all workers."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another process may be writing it right now
+            value = path.read_bytes().strip()
+            if len(value) >= 32:
+                return value
+            time.sleep(0.01)
+        raise ConfigurationError(f"identity secret file {path} is empty or too short") from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"identity_secret (APIUSAGE_IDENTITY_SECRET): not set, and no secret can be kept at "
+            f"{path} ({exc}); set APIUSAGE_IDENTITY_SECRET"
+        ) from None
+    value = secrets.token_hex(32).encode()
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(value)
+    return value

@@ -1,0 +1,214 @@
+"""Configuration: keyword arguments, then ``APIUSAGE_*`` / ``POSTHOG_*`` environment, then ``.env``.
+
+Validation happens once, when the middleware or client is built, so a bad value stops
+start-up with a message that names the setting instead of failing every request.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ConfigurationError", "Settings", "load_settings"]
+
+VersionSource = Literal["path", "header", "media_type", "query"]
+
+DEFAULT_EXCLUDED_PATHS = (
+    "/health",
+    "/healthz",
+    "/livez",
+    "/readyz",
+    "/ping",
+    "/metrics",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/favicon.ico",
+)
+
+
+class ConfigurationError(ValueError):
+    """Raised at start-up when apiusage is configured with a value it cannot use."""
+
+
+class Settings(BaseSettings):
+    """Every apiusage setting, with its environment variable ``APIUSAGE_<NAME>``.
+
+    The PostHog credentials also read the ``POSTHOG_API_KEY`` / ``POSTHOG_HOST`` variables
+    that PostHog's own SDKs use. Leave ``posthog_api_key`` unset to write events to the
+    embedded local store instead.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="APIUSAGE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # --- where events go -------------------------------------------------------------
+    posthog_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("posthog_api_key", "POSTHOG_API_KEY", "APIUSAGE_POSTHOG_API_KEY"),
+        description="PostHog project API key. Unset: events go to the local store.",
+    )
+    posthog_host: str = Field(
+        default="https://us.i.posthog.com",
+        validation_alias=AliasChoices("posthog_host", "POSTHOG_HOST", "APIUSAGE_POSTHOG_HOST"),
+        description="PostHog ingestion host (EU cloud: https://eu.i.posthog.com).",
+    )
+    store: Path = Field(
+        default=Path(".apiusage/events.sqlite3"),
+        description="SQLite file of the embedded local store (used when no PostHog key is set).",
+    )
+    enabled: bool = Field(default=True, description="False: the middleware passes requests through untouched.")
+
+    # --- the event ---------------------------------------------------------------------
+    event_name: str = Field(default="api_request", min_length=1, max_length=200)
+    organisation_group: str = Field(
+        default="organisation",
+        min_length=1,
+        max_length=100,
+        description="PostHog group type that organisations are sent as.",
+    )
+    framework: str | None = Field(
+        default=None, description="Framework name recorded on events; adapters set it."
+    )
+
+    # --- cost controls -------------------------------------------------------------
+    exclude_paths: tuple[str, ...] = Field(
+        default=DEFAULT_EXCLUDED_PATHS,
+        description="Paths (exact, or prefixes ending in '/') that are never recorded.",
+    )
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="Share of requests recorded.")
+    route_sample_rates: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per route template sample rates, e.g. {'/v1/events': 0.1}.",
+    )
+
+    # --- detection -----------------------------------------------------------------
+    version_sources: tuple[VersionSource, ...] = ("path", "header", "media_type", "query")
+    version_headers: tuple[str, ...] = ("api-version", "x-api-version", "accept-version")
+    version_query_params: tuple[str, ...] = ("api-version", "api_version", "version")
+    api_key_headers: tuple[str, ...] = ("x-api-key", "api-key", "x-api-token")
+    api_key_query_params: tuple[str, ...] = ("api_key", "apikey", "key")
+    token_query_params: tuple[str, ...] = ("access_token", "token")
+    session_cookies: tuple[str, ...] = ("sessionid", "session", "connect.sid", "_session_id")
+
+    # --- identity ------------------------------------------------------------------
+    identity_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Key for the keyed hash that turns API keys into stable identities. Set it in "
+            "production; unset, it is derived from the PostHog key, or kept in the local "
+            "store's folder."
+        ),
+    )
+    caller_header: str | None = Field(
+        default=None, description="Header naming the caller, for the built-in header resolver."
+    )
+    state_attribute: str = Field(
+        default="user", description="Attribute of request.state / scope['state'] holding the caller."
+    )
+
+    # --- delivery --------------------------------------------------------------------
+    max_queue_size: int = Field(default=10_000, ge=1, description="Records held in memory at most.")
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    flush_interval: float = Field(default=1.0, gt=0, le=3600, description="Seconds between batches.")
+    shutdown_timeout: float = Field(
+        default=5.0, ge=0, le=300, description="Seconds shutdown may spend flushing."
+    )
+
+    @field_validator("posthog_host")
+    @classmethod
+    def _host_is_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL such as https://us.i.posthog.com")
+        return value.rstrip("/")
+
+    @field_validator("exclude_paths")
+    @classmethod
+    def _paths_start_with_slash(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"every path must start with '/': {path!r}")
+        return value
+
+    @field_validator("route_sample_rates")
+    @classmethod
+    def _rates_are_shares(cls, value: dict[str, float]) -> dict[str, float]:
+        for route, rate in value.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"rate for {route!r} must be between 0 and 1, got {rate}")
+        return value
+
+    @field_validator(
+        "version_headers",
+        "api_key_headers",
+        "version_query_params",
+        "api_key_query_params",
+        "token_query_params",
+    )
+    @classmethod
+    def _lower_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(name.strip().lower() for name in value if name.strip())
+
+    @field_validator("caller_header")
+    @classmethod
+    def _lower_header(cls, value: str | None) -> str | None:
+        return value.strip().lower() if value else None
+
+    @property
+    def uses_posthog(self) -> bool:
+        """True when events go to PostHog rather than the local store."""
+        return self.posthog_api_key is not None and bool(self.posthog_api_key.get_secret_value())
+
+
+def _setting_label(loc: tuple[int | str, ...]) -> str:
+    name = str(loc[0]) if loc else "?"
+    field = Settings.model_fields.get(name)
+    if field is None:
+        for candidate, info in Settings.model_fields.items():
+            alias = info.validation_alias
+            if isinstance(alias, AliasChoices) and name in alias.choices:
+                name, field = candidate, info
+                break
+    env = {"posthog_api_key": "POSTHOG_API_KEY", "posthog_host": "POSTHOG_HOST"}.get(
+        name, f"APIUSAGE_{name.upper()}"
+    )
+    return f"{name} ({env})"
+
+
+def _accepted_names() -> set[str]:
+    names = set(Settings.model_fields)
+    for info in Settings.model_fields.values():
+        if isinstance(info.validation_alias, AliasChoices):
+            names.update(str(choice) for choice in info.validation_alias.choices)
+    return names
+
+
+def load_settings(settings: Settings | None = None, **overrides: Any) -> Settings:
+    """Build settings from keyword overrides and the environment, failing with a clear message."""
+    if settings is not None:
+        if not overrides:
+            return settings
+        merged = {**settings.model_dump(), **overrides}
+        overrides = merged
+    unknown = sorted(set(overrides) - _accepted_names())
+    if unknown:
+        raise ConfigurationError(
+            f"unknown apiusage setting(s): {', '.join(unknown)}; see the configuration reference"
+        )
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_setting_label(error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigurationError(f"invalid apiusage configuration: {problems}") from None

@@ -1,0 +1,198 @@
+"""Getting records off the request path: a bounded queue drained by one background thread.
+
+The request path only appends to a deque (no lock, no I/O). A daemon thread wakes every
+``flush_interval`` seconds, or as soon as a batch is full, builds events and hands them
+to the sink. Shutdown drains what is queued within a time bound; whatever cannot be
+delivered by then is counted as dropped, never lost silently.
+
+:class:`Delivery` is the seam for other strategies (serverless flush-per-invocation,
+durable spooling); :class:`BackgroundDelivery` is the default.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from apiusage.health import Stats
+
+__all__ = ["BackgroundDelivery", "Delivery"]
+
+
+class Delivery(Protocol):
+    """How queued work reaches the sink."""
+
+    def submit(self, item: Any) -> bool:
+        """Accept one item from the request path without blocking; False if it was dropped."""
+
+    def flush(self, timeout: float) -> bool:
+        """Deliver everything submitted so far; True if done within ``timeout`` seconds.
+
+        Blocks: never call it on an event loop thread.
+        """
+
+    def close(self, timeout: float) -> None:
+        """Flush within ``timeout`` and stop; later submissions are dropped and counted."""
+
+
+Process = Callable[[list[Any]], None]
+
+
+class BackgroundDelivery:
+    """A bounded in-memory queue and one worker thread per process (restarted after fork)."""
+
+    def __init__(
+        self,
+        process: Process,
+        stats: Stats,
+        *,
+        max_queue_size: int,
+        batch_size: int,
+        flush_interval: float,
+        after_fork: Callable[[], None] | None = None,
+    ) -> None:
+        self._process = process
+        self._stats = stats
+        self._max_queue_size = max_queue_size
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._after_fork_hook = after_fork
+        self._queue: deque[Any] = deque()
+        self._wakeup = threading.Event()
+        self._progress = threading.Condition()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._busy = False
+        self._stopping = False
+        self._closed = False
+        self._flush_waiters = 0
+        self._forget_on_fork()
+
+    def _forget_on_fork(self) -> None:
+        reference = weakref.ref(self)
+
+        def reset_in_child() -> None:
+            delivery = reference()
+            if delivery is not None:
+                delivery._reset_after_fork()
+
+        os.register_at_fork(after_in_child=reset_in_child)
+
+    def _reset_after_fork(self) -> None:
+        # The parent's thread does not exist in the child, and its locks may be held.
+        # Records queued in the parent stay the parent's to deliver.
+        self._queue = deque()
+        self._wakeup = threading.Event()
+        self._progress = threading.Condition()
+        self._start_lock = threading.Lock()
+        self._thread = None
+        self._busy = False
+        self._flush_waiters = 0
+        if self._after_fork_hook is not None:
+            self._after_fork_hook()
+
+    # ------------------------------------------------------------------ request path
+    def submit(self, item: Any) -> bool:
+        if self._closed:
+            self._stats.add("dropped_at_shutdown")
+            return False
+        queue = self._queue
+        if len(queue) >= self._max_queue_size:
+            self._stats.add("dropped_queue_full")
+            self._stats.warn(
+                "queue full",
+                "apiusage: the event queue is full (%d records); events are being dropped and "
+                "counted. Raise APIUSAGE_MAX_QUEUE_SIZE or check that delivery keeps up.",
+                self._max_queue_size,
+            )
+            return False
+        queue.append(item)
+        if self._thread is None:
+            self._start()
+        elif len(queue) >= self._batch_size:
+            self._wakeup.set()
+        return True
+
+    # --------------------------------------------------------------------- worker
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None or self._closed:
+                return
+            thread = threading.Thread(target=self._run, name="apiusage-delivery", daemon=True)
+            self._thread = thread
+            thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wakeup.wait(self._flush_interval)
+            self._wakeup.clear()
+            self._drain()
+            if self._stopping:
+                return
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            batch: list[Any] = []
+            try:
+                while len(batch) < self._batch_size:
+                    batch.append(queue.popleft())
+            except IndexError:
+                pass
+            with self._progress:
+                self._busy = True
+            try:
+                self._process(batch)
+            except Exception as exc:  # the processor counts its own failures; this is a bug guard
+                self._stats.error("delivering a batch", exc)
+            finally:
+                with self._progress:
+                    self._busy = False
+                    self._progress.notify_all()
+        with self._progress:
+            self._progress.notify_all()
+
+    # ------------------------------------------------------------------- shutdown
+    def flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            # No worker (nothing submitted yet, or already stopped): drain right here.
+            if self._queue and not self._busy:
+                self._drain()
+            return not self._queue
+        self._wakeup.set()
+        with self._progress:
+            while self._queue or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._wakeup.set()
+                self._progress.wait(min(remaining, 0.05))
+        return True
+
+    def close(self, timeout: float) -> None:
+        if self._closed:
+            return
+        deadline = time.monotonic() + timeout
+        self.flush(timeout)
+        self._closed = True
+        self._stopping = True
+        self._wakeup.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        left = len(self._queue)
+        if left:
+            self._queue.clear()
+            self._stats.add("dropped_at_shutdown", left)
+
+    @property
+    def pending(self) -> int:
+        """Records waiting for the worker."""
+        return len(self._queue)

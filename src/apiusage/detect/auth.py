@@ -1,0 +1,112 @@
+"""Which authentication method a request used: only the method, never the credential."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from apiusage.request_view import RequestView
+
+__all__ = ["AuthDetector", "AuthMethod", "looks_like_jwt"]
+
+# The values of the ``auth_method`` property (part of the event schema).
+AuthMethod = str
+JWT, BEARER, BASIC, API_KEY, SESSION, DIGEST, OTHER, NONE = (
+    "jwt",
+    "bearer",
+    "basic",
+    "api_key",
+    "session",
+    "digest",
+    "other",
+    "none",
+)
+_API_KEY_SCHEMES = frozenset({"token", "api-key", "apikey", "key", "x-api-key"})
+
+
+def looks_like_jwt(token: str) -> bool:
+    """A compact JWS: three base64url parts whose first decodes to a JSON header with ``alg``."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts[:2]):
+        return False
+    head = parts[0]
+    try:
+        decoded = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))
+        header = json.loads(decoded)
+    except (binascii.Error, ValueError):
+        return False
+    return isinstance(header, dict) and "alg" in header
+
+
+@dataclass(frozen=True, slots=True)
+class AuthDetector:
+    """Finds the auth method (and, for identity hashing only, the credential) of a request."""
+
+    api_key_headers: tuple[str, ...] = ("x-api-key", "api-key", "x-api-token")
+    api_key_query_params: tuple[str, ...] = ("api_key", "apikey", "key")
+    token_query_params: tuple[str, ...] = ("access_token", "token")
+    session_cookies: tuple[str, ...] = ("sessionid", "session", "connect.sid", "_session_id")
+
+    def detect(self, view: RequestView) -> tuple[AuthMethod, str | None]:
+        """Return ``(method, where)``; ``where`` is ``header``, ``query``, ``cookie`` or None."""
+        method, where, _ = self._find(view)
+        return method, where
+
+    def credential(self, view: RequestView) -> str | None:
+        """The stable credential (API key, opaque token, basic user name), for keyed hashing.
+
+        JWTs and sessions give None: they rotate, so they are no stable identity.
+        """
+        method, _, secret = self._find(view)
+        return secret if method in (API_KEY, BEARER, BASIC) else None
+
+    def _find(self, view: RequestView) -> tuple[AuthMethod, str | None, str | None]:
+        headers = view.headers
+        authorization = headers.get("authorization")
+        if authorization:
+            scheme, _, value = authorization.strip().partition(" ")
+            scheme, value = scheme.lower(), value.strip()
+            if scheme == "bearer":
+                return (JWT if looks_like_jwt(value) else BEARER), "header", value or None
+            if scheme == "basic":
+                return BASIC, "header", _basic_user(value)
+            if scheme in _API_KEY_SCHEMES:
+                return API_KEY, "header", value or None
+            if scheme == "digest":
+                return DIGEST, "header", None
+            if value or scheme:
+                # A bare key in Authorization (no scheme) is an API key.
+                return (OTHER, "header", None) if value else (API_KEY, "header", scheme or None)
+        for name in self.api_key_headers:
+            value = headers.get(name)
+            if value:
+                return API_KEY, "header", value.strip()
+        if view.query:
+            query = view.query
+            for name in self.api_key_query_params:
+                value = query.get(name)
+                if value:
+                    return API_KEY, "query", value
+            for name in self.token_query_params:
+                value = query.get(name)
+                if value:
+                    return (JWT if looks_like_jwt(value) else BEARER), "query", value
+        if headers.get("cookie"):
+            cookies = view.cookies
+            for name in self.session_cookies:
+                if cookies.get(name):
+                    return SESSION, "cookie", None
+        return NONE, None, None
+
+
+def _basic_user(value: str) -> str | None:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    user, _, _ = decoded.partition(":")
+    return user or None

@@ -1,0 +1,48 @@
+"""Route templates from an ASGI scope, for frameworks that leave them there.
+
+Never the raw path: an unmatched request has no route (raw paths carry ids and secrets
+and have unbounded cardinality). Framework adapters that know better set the route
+themselves; this is the generic fallback used by :class:`apiusage.ASGIMiddleware`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["asgi_route_template"]
+
+
+def _mount_prefix(scope: Mapping[str, Any], entry_root_path: str) -> str:
+    root_path = scope.get("root_path") or ""
+    if isinstance(root_path, str) and root_path.startswith(entry_root_path):
+        return root_path[len(entry_root_path) :].rstrip("/")
+    return ""
+
+
+def asgi_route_template(scope: Mapping[str, Any], entry_root_path: str, status: int | None) -> str | None:
+    """The matched route's template, with mount prefixes, or None when nothing matched.
+
+    Looks, in order, at FastAPI's effective route context (FastAPI >= 0.137, includes
+    ``include_router`` prefixes), Litestar's ``path_template``, and Starlette's
+    ``scope["route"]`` (FastAPI < 0.137 too).
+    """
+    fastapi_scope = scope.get("fastapi")
+    if isinstance(fastapi_scope, Mapping):
+        context = fastapi_scope.get("effective_route_context")
+        path_format = getattr(context, "path_format", None)
+        if isinstance(path_format, str) and path_format:
+            return _mount_prefix(scope, entry_root_path) + path_format
+    template = scope.get("path_template")
+    if isinstance(template, str) and template:
+        return template
+    route = scope.get("route")
+    if route is None:
+        return None
+    path_format = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not isinstance(path_format, str):
+        return None
+    if getattr(route, "endpoint", None) is None and status == 404:
+        # A mount that matched a prefix but whose app found nothing: no route.
+        return None
+    return (_mount_prefix(scope, entry_root_path) + path_format) or "/"

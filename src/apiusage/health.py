@@ -1,0 +1,97 @@
+"""Counters and rate-limited error logging: how apiusage reports on itself.
+
+apiusage never lets its own failures reach the host application. Each one is counted
+here and logged at most once per interval and place, so a persistent fault cannot flood
+the logs. Every event that is accepted and then not delivered is counted as a drop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["Stats", "logger"]
+
+logger = logging.getLogger("apiusage")
+
+_LOG_INTERVAL_SECONDS = 60.0
+
+
+@dataclass
+class Stats:
+    """Process-wide counters of one client; read them with :meth:`snapshot`."""
+
+    requests_recorded: int = 0
+    journey_events_recorded: int = 0
+    sampled_out: int = 0
+    events_built: int = 0
+    events_delivered: int = 0
+    dropped_queue_full: int = 0
+    dropped_delivery_failed: int = 0
+    dropped_at_shutdown: int = 0
+    dropped_build_failed: int = 0
+    internal_errors: int = 0
+    resolver_errors: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _last_logged: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def add(self, counter: str, amount: int = 1) -> None:
+        """Increase one counter; safe from any thread."""
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + amount)
+
+    @property
+    def dropped(self) -> int:
+        """Events accepted and then lost, for any reason."""
+        return (
+            self.dropped_queue_full
+            + self.dropped_delivery_failed
+            + self.dropped_at_shutdown
+            + self.dropped_build_failed
+        )
+
+    def snapshot(self) -> dict[str, int]:
+        """The counters as a plain dict (for logs, health endpoints and tests)."""
+        with self._lock:
+            values = {
+                name: value
+                for name, value in vars(self).items()
+                if not name.startswith("_") and isinstance(value, int)
+            }
+        values["dropped"] = (
+            values["dropped_queue_full"]
+            + values["dropped_delivery_failed"]
+            + values["dropped_at_shutdown"]
+            + values["dropped_build_failed"]
+        )
+        return values
+
+    def error(self, where: str, exc: BaseException, *, counter: str = "internal_errors") -> None:
+        """Count an error of ours (or of a user hook) and log it, rate-limited per place."""
+        self.add(counter)
+        now = time.monotonic()
+        with self._lock:
+            last = self._last_logged.get(where)
+            if last is not None and now - last < _LOG_INTERVAL_SECONDS:
+                return
+            self._last_logged[where] = now
+        logger.error(
+            "apiusage: %s failed (%s: %s); the request was not affected. "
+            "Further errors here are counted and logged at most once a minute.",
+            where,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+
+    def warn(self, where: str, message: str, *args: object) -> None:
+        """Log a warning at most once per interval and place."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last_logged.get(where)
+            if last is not None and now - last < _LOG_INTERVAL_SECONDS:
+                return
+            self._last_logged[where] = now
+        logger.warning(message, *args)

@@ -1,0 +1,233 @@
+"""Who made a request: the :class:`Identity` type, built-in resolvers and resolver chains.
+
+A resolver is any callable, sync or async, that takes a :class:`~apiusage.RequestView`
+and returns an :class:`Identity`, a distinct id string, or ``None`` (not known). It runs
+after the handler, once the response has been sent, so whatever the application's own
+authentication attached to the request is visible, and the caller never waits for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from apiusage.detect.auth import AuthDetector
+from apiusage.request_view import RequestView
+
+__all__ = [
+    "Identity",
+    "KeyedHasher",
+    "Resolver",
+    "ResolverChain",
+    "from_api_key",
+    "from_header",
+    "from_state",
+]
+
+ResolverResult = Union["Identity", str, None]
+Resolver = Callable[[RequestView], ResolverResult | Awaitable[ResolverResult]]
+
+_ID_ATTRIBUTES = ("id", "pk", "user_id", "uuid", "username", "email")
+_ORGANISATION_ATTRIBUTES = (
+    "organisation_id",
+    "organization_id",
+    "org_id",
+    "company_id",
+    "team_id",
+    "tenant_id",
+    "account_id",
+    "organisation",
+    "organization",
+    "org",
+)
+_MAX_ID_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A caller: PostHog distinct id, organisation (sent as a PostHog group) and properties."""
+
+    distinct_id: str
+    organisation: str | None = None
+    person_properties: Mapping[str, Any] = field(default_factory=dict)
+    organisation_properties: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.distinct_id, str) or not self.distinct_id:
+            raise ValueError("Identity.distinct_id must be a non-empty string")
+
+
+def as_identity(result: object) -> Identity | None:
+    """Accept what resolvers may return: an Identity, a distinct id, or None."""
+    if result is None or isinstance(result, Identity):
+        return result
+    if isinstance(result, (str, int)) and not isinstance(result, bool):
+        text = str(result)[:_MAX_ID_LENGTH]
+        return Identity(text) if text else None
+    raise TypeError(
+        f"an identity resolver returned {type(result).__name__}; "
+        "return an apiusage.Identity, a distinct id string, or None"
+    )
+
+
+class KeyedHasher:
+    """HMAC-SHA256 of credentials: stable across restarts, useless without the secret."""
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("the identity secret must be at least 16 bytes")
+        self._secret = secret
+
+    def __call__(self, value: str, prefix: str = "key_") -> str:
+        digest = hmac.new(self._secret, value.encode("utf-8"), hashlib.sha256).hexdigest()
+        return prefix + digest[:32]
+
+
+def _attribute(obj: Any, names: Iterable[str]) -> Any:
+    for name in names:
+        value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def identity_from_object(obj: Any) -> Identity | None:
+    """Read an identity off a user-like object: ``id``/``pk`` and an organisation attribute."""
+    if obj is None:
+        return None
+    if isinstance(obj, Identity):
+        return obj
+    if isinstance(obj, (str, int)) and not isinstance(obj, bool):
+        return as_identity(obj)
+    if getattr(obj, "is_authenticated", True) is False:
+        return None
+    distinct_id = _attribute(obj, _ID_ATTRIBUTES)
+    if distinct_id is None:
+        return None
+    organisation = _attribute(obj, _ORGANISATION_ATTRIBUTES)
+    if organisation is not None and not isinstance(organisation, (str, int)):
+        organisation = _attribute(organisation, _ID_ATTRIBUTES)
+    return Identity(
+        str(distinct_id)[:_MAX_ID_LENGTH],
+        organisation=str(organisation)[:_MAX_ID_LENGTH] if organisation is not None else None,
+    )
+
+
+def from_state(attribute: str = "user") -> Resolver:
+    """Resolver: the caller the app's auth attached to the request.
+
+    Looks at ``request.state.<attribute>`` (or the adapter's equivalent, e.g. Flask ``g``),
+    then at Starlette's ``scope["user"]``. A value may be an :class:`Identity`, a string id,
+    or a user object/dict with ``id``/``pk`` and optionally ``organisation_id``/``org_id``.
+    Anonymous user objects (``is_authenticated`` false) give no identity.
+    """
+
+    def resolve_from_state(view: RequestView) -> Identity | None:
+        state = view.state
+        if state is not None:
+            value = (
+                state.get(attribute) if isinstance(state, Mapping) else getattr(state, attribute, None)
+            )
+            found = identity_from_object(value)
+            if found is not None:
+                return found
+        scope = view.scope
+        if isinstance(scope, Mapping) and "user" in scope:
+            return identity_from_object(scope["user"])
+        return None
+
+    return resolve_from_state
+
+
+def from_api_key(hasher: KeyedHasher, detector: AuthDetector | None = None) -> Resolver:
+    """Resolver: a keyed hash of the API key, opaque bearer token or basic-auth user name.
+
+    The credential never leaves the process; the identity is ``key_<hmac>``, the same for
+    the same key across restarts and processes that share the identity secret. JWTs are
+    skipped: they rotate, so their hash would not be a stable identity.
+    """
+
+    def resolve_from_api_key(view: RequestView) -> Identity | None:
+        credential = (detector or AuthDetector()).credential(view)
+        return Identity(hasher(credential)) if credential else None
+
+    return resolve_from_api_key
+
+
+def from_header(name: str, organisation_header: str | None = None) -> Resolver:
+    """Resolver: a header that names the caller (e.g. set by an API gateway)."""
+
+    def resolve_from_header(view: RequestView) -> Identity | None:
+        value = view.headers.get(name)
+        if not value:
+            return None
+        organisation = view.headers.get(organisation_header) if organisation_header else None
+        return Identity(
+            value[:_MAX_ID_LENGTH],
+            organisation=organisation[:_MAX_ID_LENGTH] if organisation else None,
+        )
+
+    return resolve_from_header
+
+
+OnError = Callable[[str, BaseException], None]
+
+
+class ResolverChain:
+    """Resolvers tried in order; the first identity wins. Itself a resolver.
+
+    A resolver that raises is reported through ``on_error`` and skipped, so one broken
+    resolver never fails a request. Sync resolvers run inline; the chain only becomes
+    awaitable when a resolver returns an awaitable.
+    """
+
+    def __init__(self, resolvers: Iterable[Resolver], on_error: OnError | None = None) -> None:
+        self.resolvers: tuple[Resolver, ...] = tuple(resolvers)
+        self._on_error = on_error
+
+    def _failed(self, resolver: Resolver, exc: BaseException) -> None:
+        if self._on_error is None:
+            raise exc
+        name = getattr(resolver, "__qualname__", None) or type(resolver).__name__
+        self._on_error(f"identity resolver {name}", exc)
+
+    def __call__(self, view: RequestView) -> Identity | None | Awaitable[Identity | None]:
+        for index, resolver in enumerate(self.resolvers):
+            try:
+                result = resolver(view)
+                if inspect.isawaitable(result):
+                    return self._finish_async(view, resolver, result, index + 1)
+                identity = as_identity(result)
+            except Exception as exc:
+                self._failed(resolver, exc)
+                continue
+            if identity is not None:
+                return identity
+        return None
+
+    async def _finish_async(
+        self, view: RequestView, resolver: Resolver, pending: Awaitable[Any], index: int
+    ) -> Identity | None:
+        try:
+            identity = as_identity(await pending)
+        except Exception as exc:
+            self._failed(resolver, exc)
+            identity = None
+        if identity is not None:
+            return identity
+        for later in self.resolvers[index:]:
+            try:
+                result = later(view)
+                if inspect.isawaitable(result):
+                    result = await result
+                identity = as_identity(result)
+            except Exception as exc:
+                self._failed(later, exc)
+                continue
+            if identity is not None:
+                return identity
+        return None

@@ -1,0 +1,184 @@
+"""Pure WSGI middleware: records status, sizes and timing to the end of the response body.
+
+The record is finished in the response iterable's ``close()``, after the server has
+written the last byte, so streamed responses are timed to their end. ``wsgi.file_wrapper``
+responses are left unwrapped so the server can still send the file efficiently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync
+
+from apiusage.client import UsageClient
+from apiusage.context import _current_record
+from apiusage.identity import Resolver
+from apiusage.middleware._common import exception_name, make_client
+from apiusage.record import RequestRecord
+from apiusage.sinks.base import Sink
+
+if TYPE_CHECKING:
+    from contextvars import Token
+
+__all__ = ["WSGIMiddleware"]
+
+Environ = dict[str, Any]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+async def _await(pending: Any) -> None:
+    await pending
+
+
+class WSGIMiddleware:
+    """Records every request of a WSGI app::
+
+    app.wsgi_app = apiusage.WSGIMiddleware(app.wsgi_app)
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        client: UsageClient | None = None,
+        *,
+        identify: Resolver | Sequence[Resolver] | None = None,
+        sink: Sink | None = None,
+        posthog_client: Any = None,
+        **settings: Any,
+    ) -> None:
+        self.app = app
+        self.client = make_client(client, identify, sink, posthog_client, settings)
+        self.framework = self.client.settings.framework
+        self._enabled = self.client.settings.enabled
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "") or "/"
+        if not self._enabled or _current_record.get() is not None or self.client.is_excluded(path):
+            return self.app(environ, start_response)
+
+        record = RequestRecord(
+            transport="wsgi",
+            method=environ.get("REQUEST_METHOD", "GET"),
+            path=environ.get("SCRIPT_NAME", "") + path,
+            query_string=environ.get("QUERY_STRING", ""),
+            raw_headers=environ,
+            scope=environ,
+            root_path=environ.get("SCRIPT_NAME", ""),
+            framework=self.framework,
+        )
+        content_length = environ.get("CONTENT_LENGTH")
+        if content_length:
+            try:
+                record.request_bytes = int(content_length)
+            except ValueError:
+                pass
+        response_headers: list[tuple[str, str]] = []
+
+        def start_response_recording(
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            try:
+                record.status = int(status[:3])
+            except ValueError:
+                record.status = None
+            response_headers[:] = headers
+            if exc_info is None:
+                return start_response(status, headers)
+            return start_response(status, headers, exc_info)
+
+        token = _current_record.set(record)
+        try:
+            result = self.app(environ, start_response_recording)
+        except BaseException as exc:
+            record.exception = exception_name(exc)
+            if record.status is None:
+                record.status = 500
+            self._finish(record, token)
+            raise
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(file_wrapper, type) and isinstance(result, file_wrapper):
+            if self._hook_file_wrapper(result, record, token, response_headers):
+                return result
+        return _RecordingBody(result, record, lambda: self._finish(record, token))
+
+    def _hook_file_wrapper(
+        self,
+        result: Any,
+        record: RequestRecord,
+        token: Token[RequestRecord | None],
+        headers: list[tuple[str, str]],
+    ) -> bool:
+        """Finish the record when the server closes a file response, without wrapping it."""
+        original_close = getattr(result, "close", None)
+
+        def close() -> None:
+            try:
+                if original_close is not None:
+                    original_close()
+            finally:
+                self._finish(record, token)
+
+        try:
+            result.close = close
+        except AttributeError:
+            return False
+        for name, value in headers:
+            if name.lower() == "content-length" and value.isdigit():
+                record.response_bytes = int(value)
+        return True
+
+    def _finish(self, record: RequestRecord, token: Token[RequestRecord | None]) -> None:
+        record.finish_timing()
+        try:
+            _current_record.reset(token)
+        except ValueError:  # closed from another context than the one it was set in
+            _current_record.set(None)
+        try:
+            pending = self.client.finish_request(record)
+            if pending is not None:
+                async_to_sync(_await)(pending)
+        except Exception as exc:
+            self.client.stats.error("finishing a request", exc)
+
+
+class _RecordingBody:
+    """The app's response iterable, counting bytes; finishes the record on ``close()``."""
+
+    __slots__ = ("_finish", "_finished", "_iterable", "_record")
+
+    def __init__(self, iterable: Iterable[bytes], record: RequestRecord, finish: Callable[[], None]) -> None:
+        self._iterable = iterable
+        self._record = record
+        self._finish = finish
+        self._finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        record = self._record
+        try:
+            for chunk in self._iterable:
+                record.response_bytes += len(chunk)
+                yield chunk
+        except BaseException as exc:
+            record.exception = exception_name(exc)
+            raise
+        record.finish_timing()
+
+    def __len__(self) -> int:
+        # Servers use len() of a one-item list to set Content-Length; keep that working.
+        return len(self._iterable)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._finish()

@@ -1,0 +1,103 @@
+"""A framework-neutral, read-only view of a request for identity resolvers and detectors.
+
+Everything is parsed lazily (with werkzeug), so a resolver that only reads
+``view.state`` pays nothing for headers or query parsing.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+from urllib.parse import parse_qsl
+
+from werkzeug.datastructures import EnvironHeaders, Headers, MultiDict
+from werkzeug.http import parse_cookie
+
+from apiusage.detect.routes import asgi_route_template
+from apiusage.record import RequestRecord
+
+__all__ = ["RequestView"]
+
+
+class RequestView:
+    """What a resolver sees: method, route, headers, query, cookies, client, native request."""
+
+    def __init__(self, record: RequestRecord) -> None:
+        self._record = record
+        self._route_looked_up = False
+
+    @property
+    def method(self) -> str:
+        return self._record.method
+
+    @property
+    def route(self) -> str | None:
+        """The route template (``/v1/users/{user_id}``), or None when no route matched."""
+        record = self._record
+        if record.route is None and record.transport == "asgi" and not self._route_looked_up:
+            self._route_looked_up = True
+            record.route = asgi_route_template(record.scope, record.root_path, record.status)
+        return record.route
+
+    @property
+    def path(self) -> str:
+        """The raw path. Use it for matching only: it may hold ids and secrets."""
+        return self._record.path
+
+    @property
+    def status(self) -> int | None:
+        return self._record.status
+
+    @property
+    def native(self) -> Any:
+        """The framework's request object when an adapter supplied one, else the scope/environ."""
+        record = self._record
+        return record.native if record.native is not None else record.scope
+
+    @property
+    def scope(self) -> Any:
+        """The ASGI scope or WSGI environ."""
+        return self._record.scope
+
+    @cached_property
+    def headers(self) -> Headers:
+        """Request headers, case-insensitive (a werkzeug ``Headers``)."""
+        raw = self._record.raw_headers
+        if self._record.transport == "wsgi":
+            return EnvironHeaders(raw)
+        return Headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw])
+
+    @cached_property
+    def query(self) -> MultiDict[str, str]:
+        raw = self._record.query_string
+        text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+        return MultiDict(parse_qsl(text, keep_blank_values=True))
+
+    @cached_property
+    def cookies(self) -> dict[str, str]:
+        header = self.headers.get("cookie")
+        return dict(parse_cookie(header)) if header else {}
+
+    @property
+    def client_address(self) -> str | None:
+        scope = self._record.scope
+        if self._record.transport == "wsgi":
+            address = scope.get("REMOTE_ADDR")
+            return str(address) if address else None
+        client = scope.get("client")
+        return str(client[0]) if client else None
+
+    @property
+    def state(self) -> Any:
+        """What the app attached to the request: ``request.state`` (ASGI), the environ (WSGI),
+        or the adapter's equivalent (Flask ``g``)."""
+        record = self._record
+        native_state = getattr(record.native, "state", None) if record.native is not None else None
+        if native_state is not None:
+            return native_state
+        if record.transport == "asgi":
+            return record.scope.get("state")
+        return None
+
+    def __repr__(self) -> str:
+        return f"<RequestView {self.method} {self.route or '(no route)'}>"
