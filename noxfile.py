@@ -1,0 +1,70 @@
+"""Developer tasks. `nox -s tests` is the test command; `nox -s demo` runs the demo."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "lint", "typing", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The test suite against the newest framework releases (editable install)."""
+    session.install("-e", ".", "--group", "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests_wheel(session: nox.Session) -> None:
+    """The test suite against the built wheel, installed like a user would."""
+    dist = tempfile.mkdtemp(prefix="apiusage-dist-")
+    session.run("uv", "build", "--wheel", "--out-dir", dist, external=True)
+    wheel = glob.glob(os.path.join(dist, "*.whl"))[0]
+    session.install("--reinstall-package", "apiusage", wheel, "--group", "test")
+    session.run("pytest", *session.posargs, env={"APIUSAGE_TEST_INSTALLED_WHEEL": "1"})
+    shutil.rmtree(dist, ignore_errors=True)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("--group", "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typing(session: nox.Session) -> None:
+    """mypy --strict over the package and adapters."""
+    session.install("-e", ".", "--group", "typing")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation strictly (any warning fails)."""
+    session.install("-e", ".", "--group", "docs")
+    session.run("mkdocs", "build", "--strict", "--site-dir", os.path.join(session.create_tmp(), "site"))
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Request-path overhead against bare apps and peers, printed as ratios."""
+    session.install("-e", ".", "--group", "test")
+    session.run("python", "benchmarks/bench_overhead.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """A sample API instrumented with apiusage, traffic from a few callers, and the report."""
+    session.install("-e", ".", "--group", "test")
+    session.run("python", "docs/examples/demo.py", *session.posargs)
