@@ -53,7 +53,8 @@ def typing(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation strictly (any warning fails)."""
     session.install("-e", ".", "--group", "docs")
-    session.run("mkdocs", "build", "--strict", "--site-dir", os.path.join(session.create_tmp(), "site"))
+    site = os.path.join(session.create_tmp(), "site")
+    session.run("mkdocs", "build", "--strict", "--site-dir", site)
 
 
 @nox.session(python=PYTHON)

@@ -14,14 +14,13 @@ from apiusage.testing import recording_client
 
 
 @pytest.fixture(autouse=True)
-def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No POSTHOG_*/APIUSAGE_* from the developer's shell, and a private working directory
     (so the local store and `.env` lookups never touch the checkout)."""
     for name in list(os.environ):
         if name.startswith(("POSTHOG_", "APIUSAGE_")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    yield
 
 
 @pytest.fixture
@@ -30,4 +29,3 @@ def recording() -> Iterator[tuple[apiusage.UsageClient, MemorySink]]:
     client, sink = recording_client()
     yield client, sink
     client.close(timeout=5)
-

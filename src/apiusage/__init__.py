@@ -11,7 +11,14 @@ from apiusage.client import UsageClient, get_client
 from apiusage.config import ConfigurationError, Settings
 from apiusage.context import identify, track
 from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate
-from apiusage.identity import Identity, KeyedHasher, ResolverChain, from_api_key, from_header, from_state
+from apiusage.identity import (
+    Identity,
+    KeyedHasher,
+    ResolverChain,
+    from_api_key,
+    from_header,
+    from_state,
+)
 from apiusage.middleware import ASGIMiddleware, WSGIMiddleware
 from apiusage.request_view import RequestView
 

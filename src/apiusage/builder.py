@@ -120,7 +120,14 @@ class EventBuilder:
                 "request_id": record.request_id,
             }
             built.events.append(
-                self._event(self.event_name, properties, record.started_at, record.request_id, identity, record)
+                self._event(
+                    self.event_name,
+                    properties,
+                    record.started_at,
+                    record.request_id,
+                    identity,
+                    record,
+                )
             )
         else:
             built.sampled_out = True
@@ -178,7 +185,9 @@ class EventBuilder:
         elif journey.organisation is not None and identity is not None:
             identity = Identity(identity.distinct_id, organisation=journey.organisation)
         properties = {**_clean_properties(journey.properties), **inherited}
-        return self._event(journey.name, properties, journey.timestamp, str(uuid.uuid4()), identity, record)
+        return self._event(
+            journey.name, properties, journey.timestamp, str(uuid.uuid4()), identity, record
+        )
 
     def _event(
         self,
@@ -236,6 +245,10 @@ class EventBuilder:
         self._groups_sent[identity.organisation] = fingerprint
         return [
             GroupUpdate(
-                self.organisation_group, identity.organisation, properties, timestamp, str(uuid.uuid4())
+                self.organisation_group,
+                identity.organisation,
+                properties,
+                timestamp,
+                str(uuid.uuid4()),
             )
         ]

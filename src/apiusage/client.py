@@ -137,7 +137,9 @@ class UsageClient:
             flush_interval=settings.flush_interval,
             after_fork=self._after_fork,
         )
-        exact = {path.rstrip("/") or "/" for path in settings.exclude_paths if not path.endswith("/")}
+        exact = {
+            path.rstrip("/") or "/" for path in settings.exclude_paths if not path.endswith("/")
+        }
         self._excluded_exact = frozenset(exact)
         self._excluded_prefixes = tuple(p for p in settings.exclude_paths if p.endswith("/"))
         self._closed = False
@@ -231,7 +233,9 @@ class UsageClient:
         self.submit(record)
         return None
 
-    async def _finish_async(self, record: RequestRecord, pending: Awaitable[Identity | None]) -> None:
+    async def _finish_async(
+        self, record: RequestRecord, pending: Awaitable[Identity | None]
+    ) -> None:
         try:
             record.identity = await pending
         except Exception as exc:
@@ -325,7 +329,9 @@ class UsageClient:
                 _default_client = None
         stats = self.stats.snapshot()
         if stats["dropped"]:
-            logger.warning("apiusage: %d events were dropped in this process: %s", stats["dropped"], stats)
+            logger.warning(
+                "apiusage: %d events were dropped in this process: %s", stats["dropped"], stats
+            )
 
 
 def _local_secret(path: Path) -> bytes:

@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     # --- where events go -------------------------------------------------------------
     posthog_api_key: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices("posthog_api_key", "POSTHOG_API_KEY", "APIUSAGE_POSTHOG_API_KEY"),
+        validation_alias=AliasChoices(
+            "posthog_api_key", "POSTHOG_API_KEY", "APIUSAGE_POSTHOG_API_KEY"
+        ),
         description="PostHog project API key. Unset: events go to the local store.",
     )
     posthog_host: str = Field(
@@ -67,7 +69,9 @@ class Settings(BaseSettings):
         default=Path(".apiusage/events.sqlite3"),
         description="SQLite file of the embedded local store (used when no PostHog key is set).",
     )
-    enabled: bool = Field(default=True, description="False: the middleware passes requests through untouched.")
+    enabled: bool = Field(
+        default=True, description="False: the middleware passes requests through untouched."
+    )
 
     # --- the event ---------------------------------------------------------------------
     event_name: str = Field(default="api_request", min_length=1, max_length=200)
@@ -86,7 +90,9 @@ class Settings(BaseSettings):
         default=DEFAULT_EXCLUDED_PATHS,
         description="Paths (exact, or prefixes ending in '/') that are never recorded.",
     )
-    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="Share of requests recorded.")
+    sample_rate: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Share of requests recorded."
+    )
     route_sample_rates: dict[str, float] = Field(
         default_factory=dict,
         description="Per route template sample rates, e.g. {'/v1/events': 0.1}.",
@@ -114,13 +120,16 @@ class Settings(BaseSettings):
         default=None, description="Header naming the caller, for the built-in header resolver."
     )
     state_attribute: str = Field(
-        default="user", description="Attribute of request.state / scope['state'] holding the caller."
+        default="user",
+        description="Attribute of request.state / scope['state'] holding the caller.",
     )
 
     # --- delivery --------------------------------------------------------------------
     max_queue_size: int = Field(default=10_000, ge=1, description="Records held in memory at most.")
     batch_size: int = Field(default=100, ge=1, le=10_000)
-    flush_interval: float = Field(default=1.0, gt=0, le=3600, description="Seconds between batches.")
+    flush_interval: float = Field(
+        default=1.0, gt=0, le=3600, description="Seconds between batches."
+    )
     shutdown_timeout: float = Field(
         default=5.0, ge=0, le=300, description="Seconds shutdown may spend flushing."
     )

@@ -130,7 +130,9 @@ def from_state(attribute: str = "user") -> Resolver:
         state = view.state
         if state is not None:
             value = (
-                state.get(attribute) if isinstance(state, Mapping) else getattr(state, attribute, None)
+                state.get(attribute)
+                if isinstance(state, Mapping)
+                else getattr(state, attribute, None)
             )
             found = identity_from_object(value)
             if found is not None:
@@ -195,7 +197,7 @@ class ResolverChain:
         name = getattr(resolver, "__qualname__", None) or type(resolver).__name__
         self._on_error(f"identity resolver {name}", exc)
 
-    def __call__(self, view: RequestView) -> Identity | None | Awaitable[Identity | None]:
+    def __call__(self, view: RequestView) -> Identity | Awaitable[Identity | None] | None:
         for index, resolver in enumerate(self.resolvers):
             try:
                 result = resolver(view)

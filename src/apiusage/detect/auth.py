@@ -68,33 +68,33 @@ class AuthDetector:
         headers = view.headers
         authorization = headers.get("authorization")
         if authorization:
-            scheme, _, value = authorization.strip().partition(" ")
-            scheme, value = scheme.lower(), value.strip()
+            raw_scheme, _, raw_value = authorization.strip().partition(" ")
+            scheme, token = raw_scheme.lower(), raw_value.strip()
             if scheme == "bearer":
-                return (JWT if looks_like_jwt(value) else BEARER), "header", value or None
+                return (JWT if looks_like_jwt(token) else BEARER), "header", token or None
             if scheme == "basic":
-                return BASIC, "header", _basic_user(value)
+                return BASIC, "header", _basic_user(token)
             if scheme in _API_KEY_SCHEMES:
-                return API_KEY, "header", value or None
+                return API_KEY, "header", token or None
             if scheme == "digest":
                 return DIGEST, "header", None
-            if value or scheme:
-                # A bare key in Authorization (no scheme) is an API key.
-                return (OTHER, "header", None) if value else (API_KEY, "header", scheme or None)
+            # A single bare value (no scheme) is an API key; an unknown scheme is "other".
+            return (OTHER, "header", None) if token else (API_KEY, "header", raw_scheme)
         for name in self.api_key_headers:
-            value = headers.get(name)
-            if value:
-                return API_KEY, "header", value.strip()
+            header_value = headers.get(name)
+            if header_value:
+                return API_KEY, "header", header_value.strip()
         if view.query:
             query = view.query
             for name in self.api_key_query_params:
-                value = query.get(name)
-                if value:
-                    return API_KEY, "query", value
+                query_value = query.get(name)
+                if query_value:
+                    return API_KEY, "query", query_value
             for name in self.token_query_params:
-                value = query.get(name)
-                if value:
-                    return (JWT if looks_like_jwt(value) else BEARER), "query", value
+                query_value = query.get(name)
+                if query_value:
+                    method = JWT if looks_like_jwt(query_value) else BEARER
+                    return method, "query", query_value
         if headers.get("cookie"):
             cookies = view.cookies
             for name in self.session_cookies:

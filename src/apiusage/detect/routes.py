@@ -20,7 +20,9 @@ def _mount_prefix(scope: Mapping[str, Any], entry_root_path: str) -> str:
     return ""
 
 
-def asgi_route_template(scope: Mapping[str, Any], entry_root_path: str, status: int | None) -> str | None:
+def asgi_route_template(
+    scope: Mapping[str, Any], entry_root_path: str, status: int | None
+) -> str | None:
     """The matched route's template, with mount prefixes, or None when nothing matched.
 
     Looks, in order, at FastAPI's effective route context (FastAPI >= 0.137, includes

@@ -1,4 +1,6 @@
-"""The caller's client library from its User-Agent: ``python-requests/2.32.3`` → (python-requests, 2.32).
+"""The caller's client library from its User-Agent.
+
+``python-requests/2.32.3`` becomes ``("python-requests", "2.32")``.
 
 Only the library name and its major.minor version are kept: low cardinality, and no
 free-form text from the caller reaches the event.
@@ -34,7 +36,9 @@ def parse_client_library(user_agent: str | None) -> tuple[str | None, str | None
     products = _PRODUCT.findall(text)
     if not products:
         bare = text.split(None, 1)[0].lower() if text else ""
-        return ("other", None) if not re.fullmatch(r"[a-z][a-z0-9._-]{0,63}", bare) else (bare, None)
+        return (
+            ("other", None) if not re.fullmatch(r"[a-z][a-z0-9._-]{0,63}", bare) else (bare, None)
+        )
     chosen = next(
         (product for product in products if product[0].lower() not in _PLATFORM_TOKENS),
         products[0],

@@ -9,6 +9,7 @@ rather than dropped or allowed to raise.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,9 @@ UNPARSEABLE = "unparseable"
 _PATH_VERSION = re.compile(r"/(v\d+(?:\.\d+){0,2}|\d{4}-\d{2}-\d{2})(?=/|$)", re.IGNORECASE)
 _NUMERIC = re.compile(r"v?(\d+(?:\.\d+){0,2})", re.IGNORECASE)
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-_VENDOR_MEDIA = re.compile(r"application/vnd\.[\w.-]+?[.-]v(\d+(?:\.\d+){0,2})(?:\+\w+)?", re.IGNORECASE)
+_VENDOR_MEDIA = re.compile(
+    r"application/vnd\.[\w.-]+?[.-]v(\d+(?:\.\d+){0,2})(?:\+\w+)?", re.IGNORECASE
+)
 _MEDIA_PARAM = re.compile(r";\s*(?:version|v)\s*=\s*\"?([\w.-]+)\"?", re.IGNORECASE)
 _MAX_PATH_SEGMENTS = 4
 
@@ -58,7 +61,10 @@ class VersionDetector:
 
     def detect(self, view: RequestView, route: str | None = None) -> VersionResult:
         for source in self.sources:
-            found = getattr(self, "_from_" + source)(view, route)
+            finder: Callable[[RequestView, str | None], VersionResult | None] = getattr(
+                self, "_from_" + source
+            )
+            found = finder(view, route)
             if found is not None:
                 return found
         return NO_VERSION

@@ -51,19 +51,25 @@ class ASGIMiddleware:
         posthog_client: Any = None,
         **settings: Any,
     ) -> None:
-        self.app = guarantee_single_callable(app)
+        self.app = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
         self.client = make_client(client, identify, sink, posthog_client, settings)
         self.framework = self.client.settings.framework
         self._enabled = self.client.settings.enabled
 
-    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 await self.app(scope, receive, self._lifespan_send(send))
             else:
                 await self.app(scope, receive, send)
             return
-        if not self._enabled or _current_record.get() is not None or self.client.is_excluded(scope["path"]):
+        if (
+            not self._enabled
+            or _current_record.get() is not None
+            or self.client.is_excluded(scope["path"])
+        ):
             await self.app(scope, receive, send)
             return
 

@@ -8,6 +8,7 @@ responses are left unwrapped so the server can still send the file efficiently.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -73,10 +74,8 @@ class WSGIMiddleware:
         )
         content_length = environ.get("CONTENT_LENGTH")
         if content_length:
-            try:
+            with suppress(ValueError):
                 record.request_bytes = int(content_length)
-            except ValueError:
-                pass
         response_headers: list[tuple[str, str]] = []
 
         def start_response_recording(
@@ -101,9 +100,12 @@ class WSGIMiddleware:
             self._finish(record, token)
             raise
         file_wrapper = environ.get("wsgi.file_wrapper")
-        if isinstance(file_wrapper, type) and isinstance(result, file_wrapper):
-            if self._hook_file_wrapper(result, record, token, response_headers):
-                return result
+        if (
+            isinstance(file_wrapper, type)
+            and isinstance(result, file_wrapper)
+            and self._hook_file_wrapper(result, record, token, response_headers)
+        ):
+            return result
         return _RecordingBody(result, record, lambda: self._finish(record, token))
 
     def _hook_file_wrapper(
@@ -151,7 +153,9 @@ class _RecordingBody:
 
     __slots__ = ("_finish", "_finished", "_iterable", "_record")
 
-    def __init__(self, iterable: Iterable[bytes], record: RequestRecord, finish: Callable[[], None]) -> None:
+    def __init__(
+        self, iterable: Iterable[bytes], record: RequestRecord, finish: Callable[[], None]
+    ) -> None:
         self._iterable = iterable
         self._record = record
         self._finish = finish

@@ -56,7 +56,9 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         if not path.exists():
             raise FileNotFoundError(f"no apiusage store at {path}")
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_MS / 1000)
+        connection = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_MS / 1000
+        )
         connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         return connection
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +137,12 @@ class LocalStoreSink:
                     "properties = json_patch(groups.properties, excluded.properties), "
                     "updated_at = excluded.updated_at",
                     [
-                        (group.group_type, group.group_key, json.dumps(group.properties, default=str), now)
+                        (
+                            group.group_type,
+                            group.group_key,
+                            json.dumps(group.properties, default=str),
+                            now,
+                        )
                         for group in groups
                     ],
                 )

@@ -1,0 +1,7 @@
+"""``python -m apiusage report``."""
+
+import sys
+
+from apiusage.cli import main
+
+sys.exit(main())
