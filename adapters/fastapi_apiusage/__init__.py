@@ -1,1 +1,4 @@
-"""FastAPI adapter for apiusage (filled in by the adapters work; use apiusage.ASGIMiddleware now)."""
+"""FastAPI adapter for apiusage.
+
+Filled in by the adapters work; until then use ``apiusage.ASGIMiddleware``.
+"""

@@ -1,1 +1,4 @@
-"""Flask extension for apiusage (filled in by the adapters work; use apiusage.WSGIMiddleware now)."""
+"""Flask extension for apiusage.
+
+Filled in by the adapters work; until then use ``apiusage.WSGIMiddleware``.
+"""

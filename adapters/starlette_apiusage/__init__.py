@@ -1,1 +1,4 @@
-"""Starlette adapter for apiusage (filled in by the adapters work; use apiusage.ASGIMiddleware now)."""
+"""Starlette adapter for apiusage.
+
+Filled in by the adapters work; until then use ``apiusage.ASGIMiddleware``.
+"""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -90,6 +92,11 @@ class PostHogSink:
         self.client.flush(timeout_seconds=timeout)
 
     def close(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         self.flush(timeout)
         if self._owns_client:
-            self.client.shutdown()
+            # posthog's shutdown() drains with no time limit; give it what is left of ours.
+            closer = threading.Thread(target=self.client.shutdown, name="apiusage-posthog-shutdown")
+            closer.daemon = True
+            closer.start()
+            closer.join(max(0.0, deadline - time.monotonic()))
