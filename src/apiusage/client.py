@@ -216,6 +216,27 @@ class UsageClient:
             or (bool(self._excluded_prefixes) and path.startswith(self._excluded_prefixes))
         )
 
+    def resolve_now(self, record: RequestRecord) -> None:
+        """Run the sync resolvers while the framework's request objects still exist.
+
+        For adapters whose request state is torn down before the response body is sent
+        (Flask's ``g``, Django's ``request.user``). Async resolvers are left for later.
+        """
+        if record.identity_pinned:
+            return
+        try:
+            result = self.resolver(RequestView(record))
+        except Exception as exc:
+            self.stats.error("identity resolution", exc)
+            return
+        if inspect.isawaitable(result):
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # not awaited here: the resolvers run again at the end of the request
+            return
+        record.identity = result
+        record.identity_pinned = True
+
     def finish_request(self, record: RequestRecord) -> Awaitable[None] | None:
         """Resolve the caller (after the response is sent) and queue the record.
 

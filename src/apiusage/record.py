@@ -53,6 +53,7 @@ class RequestRecord:
         "scope",
         "started_at",
         "started_ns",
+        "state",
         "status",
         "transport",
     )
@@ -76,12 +77,14 @@ class RequestRecord:
         self.path = path
         self.root_path = root_path
         self.query_string = query_string
-        #: ASGI: the scope's list of (name, value) byte pairs; WSGI: the environ.
+        #: ASGI: the scope's list of (name, value) byte pairs; a WSGI environ or Django META.
         self.raw_headers = raw_headers
         #: The ASGI scope or WSGI environ.
         self.scope = scope
         #: The framework's own request object, when an adapter supplies one.
         self.native: Any = None
+        #: What the app attached to the request (Flask ``g``, Django's request), from adapters.
+        self.state: Any = None
         self.framework = framework
         self.duration_ns: int | None = None
         self.status: int | None = None

@@ -34,9 +34,12 @@ class RequestView:
     def route(self) -> str | None:
         """The route template (``/v1/users/{user_id}``), or None when no route matched."""
         record = self._record
-        if record.route is None and record.transport == "asgi" and not self._route_looked_up:
+        is_asgi_scope = "type" in record.scope
+        if record.route is None and is_asgi_scope and not self._route_looked_up:
             self._route_looked_up = True
-            record.route = asgi_route_template(record.scope, record.root_path, record.status)
+            record.route = asgi_route_template(
+                record.scope, record.root_path, record.status, record.path
+            )
         return record.route
 
     @property
@@ -63,7 +66,7 @@ class RequestView:
     def headers(self) -> Headers:
         """Request headers, case-insensitive (a werkzeug ``Headers``)."""
         raw = self._record.raw_headers
-        if self._record.transport == "wsgi":
+        if isinstance(raw, dict):  # a WSGI environ, or Django's META
             return EnvironHeaders(raw)
         return Headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw])
 
@@ -81,10 +84,10 @@ class RequestView:
     @property
     def client_address(self) -> str | None:
         scope = self._record.scope
-        if self._record.transport == "wsgi":
+        if isinstance(scope, dict) and "REMOTE_ADDR" in scope:
             address = scope.get("REMOTE_ADDR")
             return str(address) if address else None
-        client = scope.get("client")
+        client = scope.get("client") if isinstance(scope, dict) else None
         return str(client[0]) if client else None
 
     @property
@@ -92,10 +95,9 @@ class RequestView:
         """What the app attached to the request: ``request.state`` (ASGI), the environ (WSGI),
         or the adapter's equivalent (Flask ``g``)."""
         record = self._record
-        native_state = getattr(record.native, "state", None) if record.native is not None else None
-        if native_state is not None:
-            return native_state
-        if record.transport == "asgi":
+        if record.state is not None:
+            return record.state
+        if record.transport == "asgi" and isinstance(record.scope, dict):
             return record.scope.get("state")
         return None
 

@@ -20,8 +20,23 @@ def _mount_prefix(scope: Mapping[str, Any], entry_root_path: str) -> str:
     return ""
 
 
+def _walk_router(routes: Any, scope: dict[str, Any]) -> str | None:
+    """Re-match the request against a Starlette router (Starlette < 1.7 sets no scope["route"])."""
+    for route in routes:
+        match, child_scope = route.matches(scope)
+        if getattr(match, "name", None) != "FULL":
+            continue
+        inner_routes = getattr(route, "routes", None)
+        if inner_routes and getattr(route, "endpoint", None) is None:  # a Mount of a router
+            inner = _walk_router(inner_routes, {**scope, **child_scope})
+            return None if inner is None else route.path.rstrip("/") + inner
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        return template if isinstance(template, str) else None
+    return None
+
+
 def asgi_route_template(
-    scope: Mapping[str, Any], entry_root_path: str, status: int | None
+    scope: Mapping[str, Any], entry_root_path: str, status: int | None, entry_path: str = ""
 ) -> str | None:
     """The matched route's template, with mount prefixes, or None when nothing matched.
 
@@ -40,7 +55,14 @@ def asgi_route_template(
         return template
     route = scope.get("route")
     if route is None:
-        return None
+        router = scope.get("router")
+        routes = getattr(router, "routes", None)
+        if routes is None or status == 404:
+            return None
+        try:
+            return _walk_router(routes, {**scope, "path": entry_path, "root_path": entry_root_path})
+        except Exception:  # a router we do not understand: no template rather than a wrong one
+            return None
     path_format = getattr(route, "path_format", None) or getattr(route, "path", None)
     if not isinstance(path_format, str):
         return None
