@@ -1,4 +1,23 @@
-"""FastAPI adapter for apiusage.
+"""FastAPI integration: ``ApiUsage(app)``.
 
-Filled in by the adapters work; until then use ``apiusage.ASGIMiddleware``.
+Installed outside ``ServerErrorMiddleware`` like the Starlette integration. Route templates
+include ``include_router`` prefixes and mount prefixes; identity can come from a
+dependency (``apiusage.identify()`` inside ``Depends``), from ``request.state`` after the
+handler, or from any resolver.
 """
+
+from __future__ import annotations
+
+from starlette_apiusage import ApiUsage as _StarletteApiUsage
+
+__all__ = ["ApiUsage"]
+
+
+class ApiUsage(_StarletteApiUsage):
+    """Instrument a FastAPI application::
+
+    app = FastAPI()
+    ApiUsage(app, identify=caller_from_request)
+    """
+
+    framework = "fastapi"

@@ -1,4 +1,112 @@
-"""Flask extension for apiusage.
+"""Flask extension: ``ApiUsage(app)`` or ``usage = ApiUsage(); usage.init_app(app)``.
 
-Filled in by the adapters work; until then use ``apiusage.WSGIMiddleware``.
+Configuration comes from ``app.config`` (``APIUSAGE_*``, ``POSTHOG_API_KEY``,
+``POSTHOG_HOST``), then keyword arguments, then the environment. Each app gets its own
+client, so several apps in one process keep their own configuration.
 """
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Flask, g, got_request_exception, request
+
+from apiusage import Identity, UsageClient, WSGIMiddleware
+from apiusage.context import current_record
+from apiusage.identity import Resolver, identity_from_object
+from apiusage.middleware._common import exception_name
+from apiusage.request_view import RequestView
+from apiusage.sinks.base import Sink
+
+__all__ = ["ApiUsage", "flask_login_user"]
+
+_CONFIG_PREFIX = "APIUSAGE_"
+
+
+def flask_login_user(view: RequestView) -> Identity | None:
+    """Resolver: Flask-Login's ``current_user``, when Flask-Login is installed and in use."""
+    try:
+        from flask_login import current_user
+    except ImportError:
+        return None
+    try:
+        user = current_user._get_current_object()
+    except Exception:  # no login manager on this app
+        return None
+    return identity_from_object(user)
+
+
+class ApiUsage:
+    """The apiusage Flask extension."""
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        identify: Resolver | Sequence[Resolver] | None = None,
+        sink: Sink | None = None,
+        posthog_client: Any = None,
+        **settings: Any,
+    ) -> None:
+        if identify is None:
+            self._resolvers: list[Resolver] = []
+        else:
+            self._resolvers = [identify] if callable(identify) else list(identify)
+        self._sink = sink
+        self._posthog_client = posthog_client
+        self._settings = settings
+        if app is not None:
+            self.init_app(app)
+
+    @staticmethod
+    def client_for(app: Flask) -> UsageClient:
+        """The client serving ``app`` (after ``init_app``)."""
+        client: UsageClient = app.extensions["apiusage"]
+        return client
+
+    def init_app(self, app: Flask) -> None:
+        if "apiusage" in app.extensions:
+            raise RuntimeError(f"apiusage is already installed on the Flask app {app.name!r}")
+        settings: dict[str, Any] = {
+            key[len(_CONFIG_PREFIX) :].lower(): value
+            for key, value in app.config.items()
+            if key.startswith(_CONFIG_PREFIX)
+        }
+        for key in ("POSTHOG_API_KEY", "POSTHOG_HOST"):
+            if key in app.config:
+                settings[key.lower()] = app.config[key]
+        settings.update(self._settings)
+        settings.setdefault("framework", "flask")
+        client = UsageClient(
+            identify=[*self._resolvers, flask_login_user],
+            sink=self._sink,
+            posthog_client=self._posthog_client,
+            **settings,
+        )
+        app.extensions["apiusage"] = client
+        app.wsgi_app = WSGIMiddleware(app.wsgi_app, client=client)  # type: ignore[method-assign]
+
+        def record_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
+            record = current_record()
+            if record is not None:
+                record.exception = exception_name(exception)
+
+        def finish_in_request_context(exc: BaseException | None) -> None:
+            # Runs while `request`, `g` and Flask-Login's user still exist.
+            record = current_record()
+            if record is None:
+                return
+            try:
+                rule = request.url_rule
+                record.route = rule.rule if rule is not None else None
+                record.native = request._get_current_object()  # type: ignore[attr-defined]
+                record.state = g._get_current_object()
+                if exc is not None and record.exception is None:
+                    record.exception = exception_name(exc)
+                client.resolve_now(record)
+            except Exception as error:
+                client.stats.error("reading the Flask request", error)
+
+        got_request_exception.connect(record_exception, app, weak=False)
+        app.teardown_request(finish_in_request_context)
