@@ -97,6 +97,8 @@ class EventBuilder:
         version = self.versions.detect(view, route)
         if keep_request:
             auth_method, auth_location = self.auth.detect(view)
+            if record.auth_method is not None:
+                auth_method = record.auth_method
             library, library_version = parse_client_library(view.headers.get("user-agent"))
             duration_ns = record.duration_ns or 0
             properties: dict[str, Any] = {

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
+from asgiref.sync import async_to_sync
+
 from apiusage.builder import Built, EventBuilder
 from apiusage.config import ConfigurationError, Settings, load_settings
 from apiusage.delivery import BackgroundDelivery, Delivery
@@ -42,6 +44,10 @@ __all__ = ["UsageClient", "get_client"]
 
 _default_client: UsageClient | None = None
 _default_lock = threading.Lock()
+
+
+async def _await(pending: Awaitable[None]) -> None:
+    await pending
 
 
 def get_client() -> UsageClient:
@@ -262,6 +268,15 @@ class UsageClient:
         except Exception as exc:
             self.stats.error("identity resolution", exc)
         self.submit(record)
+
+    def finish_request_blocking(self, record: RequestRecord) -> None:
+        """Like :meth:`finish_request`, for sync callers: async resolvers run to the end."""
+        try:
+            pending = self.finish_request(record)
+            if pending is not None:
+                async_to_sync(_await)(pending)
+        except Exception as exc:
+            self.stats.error("finishing a request", exc)
 
     def submit(self, record: RequestRecord) -> None:
         self.delivery.submit(record)

@@ -34,6 +34,7 @@ class RequestRecord:
 
     __slots__ = (
         "_request_id",
+        "auth_method",
         "client_disconnected",
         "duration_ns",
         "exception",
@@ -94,6 +95,8 @@ class RequestRecord:
         self.client_disconnected = False
         self.route: str | None = None
         self.identity: Identity | None = None
+        #: The auth method when the framework knows it (e.g. DRF's authenticator); else detected.
+        self.auth_method: str | None = None
         #: True once ``apiusage.identify()`` set the identity; resolvers then do not run.
         self.identity_pinned = False
         self.journey: list[JourneyEvent] | None = None

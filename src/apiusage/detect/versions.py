@@ -21,7 +21,8 @@ __all__ = ["UNPARSEABLE", "VersionDetector", "VersionResult", "normalise_version
 UNPARSEABLE = "unparseable"
 
 _PATH_VERSION = re.compile(r"/(v\d+(?:\.\d+){0,2}|\d{4}-\d{2}-\d{2})(?=/|$)", re.IGNORECASE)
-_NUMERIC = re.compile(r"v?(\d+(?:\.\d+){0,2})", re.IGNORECASE)
+# Bounded: a caller-supplied "version" of hundreds of digits is junk, not a version.
+_NUMERIC = re.compile(r"v?(\d{1,8}(?:\.\d{1,8}){0,2})", re.IGNORECASE)
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _VENDOR_MEDIA = re.compile(
     r"application/vnd\.[\w.-]+?[.-]v(\d+(?:\.\d+){0,2})(?:\+\w+)?", re.IGNORECASE

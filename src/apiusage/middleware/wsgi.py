@@ -12,8 +12,6 @@ from contextlib import suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import async_to_sync
-
 from apiusage.client import UsageClient
 from apiusage.context import _current_record
 from apiusage.identity import Resolver
@@ -30,10 +28,6 @@ Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
-
-
-async def _await(pending: Any) -> None:
-    await pending
 
 
 class WSGIMiddleware:
@@ -140,12 +134,7 @@ class WSGIMiddleware:
             _current_record.reset(token)
         except ValueError:  # closed from another context than the one it was set in
             _current_record.set(None)
-        try:
-            pending = self.client.finish_request(record)
-            if pending is not None:
-                async_to_sync(_await)(pending)
-        except Exception as exc:
-            self.client.stats.error("finishing a request", exc)
+        self.client.finish_request_blocking(record)
 
 
 class _RecordingBody:
