@@ -23,6 +23,20 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+@nox.session(python=PYTHON, venv_backend="uv")
+def tests_oldest(session: nox.Session) -> None:
+    """The test suite against the oldest versions we declare supported (lowest-direct)."""
+    session.install(
+        "--resolution",
+        "lowest-direct",
+        "-e",
+        ".[fastapi,starlette,flask,django]",
+        "--group",
+        "test",
+    )
+    session.run("pytest", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def tests_wheel(session: nox.Session) -> None:
     """The test suite against the built wheel, installed like a user would."""
