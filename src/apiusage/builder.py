@@ -252,5 +252,6 @@ class EventBuilder:
                 properties,
                 timestamp,
                 str(uuid.uuid4()),
+                identity.distinct_id,
             )
         ]

@@ -40,3 +40,5 @@ class GroupUpdate:
     properties: dict[str, Any]
     timestamp: float
     uuid: str
+    #: The caller whose request brought the update (PostHog would otherwise invent a person).
+    distinct_id: str | None = None

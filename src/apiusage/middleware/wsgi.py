@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from apiusage.client import UsageClient
 from apiusage.context import _current_record
@@ -18,9 +18,6 @@ from apiusage.identity import Resolver
 from apiusage.middleware._common import exception_name, make_client
 from apiusage.record import RequestRecord
 from apiusage.sinks.base import Sink
-
-if TYPE_CHECKING:
-    from contextvars import Token
 
 __all__ = ["WSGIMiddleware"]
 
@@ -84,29 +81,33 @@ class WSGIMiddleware:
                 return start_response(status, headers)
             return start_response(status, headers, exc_info)
 
+        # The request is current only while app code runs (here, and in the body's
+        # iteration and close()): a response that is never closed, as with test clients,
+        # must not stay current and make every later request in this thread look nested.
         token = _current_record.set(record)
         try:
             result = self.app(environ, start_response_recording)
         except BaseException as exc:
+            _current_record.reset(token)
             record.exception = exception_name(exc)
             if record.status is None:
                 record.status = 500
-            self._finish(record, token)
+            self._finish(record)
             raise
+        _current_record.reset(token)
         file_wrapper = environ.get("wsgi.file_wrapper")
         if (
             isinstance(file_wrapper, type)
             and isinstance(result, file_wrapper)
-            and self._hook_file_wrapper(result, record, token, response_headers)
+            and self._hook_file_wrapper(result, record, response_headers)
         ):
             return result
-        return _RecordingBody(result, record, lambda: self._finish(record, token))
+        return _RecordingBody(result, record, lambda: self._finish(record))
 
     def _hook_file_wrapper(
         self,
         result: Any,
         record: RequestRecord,
-        token: Token[RequestRecord | None],
         headers: list[tuple[str, str]],
     ) -> bool:
         """Finish the record when the server closes a file response, without wrapping it."""
@@ -117,7 +118,7 @@ class WSGIMiddleware:
                 if original_close is not None:
                     original_close()
             finally:
-                self._finish(record, token)
+                self._finish(record)
 
         try:
             result.close = close
@@ -128,12 +129,8 @@ class WSGIMiddleware:
                 record.response_bytes = int(value)
         return True
 
-    def _finish(self, record: RequestRecord, token: Token[RequestRecord | None]) -> None:
+    def _finish(self, record: RequestRecord) -> None:
         record.finish_timing()
-        try:
-            _current_record.reset(token)
-        except ValueError:  # closed from another context than the one it was set in
-            _current_record.set(None)
         self.client.finish_request_blocking(record)
 
 
@@ -152,13 +149,21 @@ class _RecordingBody:
 
     def __iter__(self) -> Iterator[bytes]:
         record = self._record
-        try:
-            for chunk in self._iterable:
-                record.response_bytes += len(chunk)
-                yield chunk
-        except BaseException as exc:
-            record.exception = exception_name(exc)
-            raise
+        iterator = iter(self._iterable)
+        while True:
+            # Current while the app makes each chunk: a streamed body may call track().
+            token = _current_record.set(record)
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                break
+            except BaseException as exc:
+                record.exception = exception_name(exc)
+                raise
+            finally:
+                _current_record.reset(token)
+            record.response_bytes += len(chunk)
+            yield chunk
         record.finish_timing()
 
     def __len__(self) -> int:
@@ -172,6 +177,10 @@ class _RecordingBody:
         try:
             close = getattr(self._iterable, "close", None)
             if close is not None:
-                close()
+                token = _current_record.set(self._record)
+                try:
+                    close()
+                finally:
+                    _current_record.reset(token)
         finally:
             self._finish()

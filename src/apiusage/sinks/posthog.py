@@ -72,6 +72,7 @@ class PostHogSink:
                 properties=group.properties,
                 timestamp=datetime.fromtimestamp(group.timestamp, tz=timezone.utc),
                 uuid=group.uuid,
+                distinct_id=group.distinct_id,
             )
         accepted = 0
         for event in events:
