@@ -221,3 +221,12 @@ def load_settings(settings: Settings | None = None, **overrides: Any) -> Setting
             f"{_setting_label(error['loc'])}: {error['msg']}" for error in exc.errors()
         )
         raise ConfigurationError(f"invalid apiusage configuration: {problems}") from None
+    except ValueError as exc:
+        # pydantic-settings' SettingsError (its import path moved between releases): a list
+        # or mapping setting from the environment or .env that is not valid JSON.
+        match = re.search(r'field "([^"]+)"', str(exc))
+        label = _setting_label((match.group(1),)) if match else "a setting"
+        raise ConfigurationError(
+            f"invalid apiusage configuration: {label}: cannot parse the value ({exc}); "
+            'lists and mappings must be JSON, e.g. ["/health", "/metrics"]'
+        ) from None

@@ -1,0 +1,213 @@
+"""The embedded SQLite store: same events as PostHog would get, idempotent, multi-process."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from apiusage import ASGIMiddleware, UsageClient
+from apiusage.events import Event, GroupUpdate
+from apiusage.record import JourneyEvent
+from apiusage.sinks.memory import MemorySink
+from apiusage.sinks.store import STORE_SCHEMA_VERSION, LocalStoreSink, connect
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "local-store-tests-identity-secret"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class TeeSink:
+    """Sends every batch to the local store and to memory, to compare the two."""
+
+    def __init__(self, path: Path) -> None:
+        self.store = LocalStoreSink(path)
+        self.memory = MemorySink()
+
+    def send(self, events: Sequence[Event], groups: Sequence[GroupUpdate]) -> int:
+        self.memory.send(events, groups)
+        return self.store.send(events, groups)
+
+    def flush(self, timeout: float) -> None:
+        self.store.flush(timeout)
+
+    def close(self, timeout: float) -> None:
+        self.store.close(timeout)
+
+
+def rows(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def make_event(uuid: str, name: str = "api_request", **properties: Any) -> Event:
+    return Event(name, "user-1", {"route": "/v1/x", **properties}, 1_700_000_000.5, uuid)
+
+
+async def test_events_land_with_the_same_properties(tmp_path: Path) -> None:
+    # Imported here: spawned writer processes import this module, and need no web framework.
+    from tests.support.apps import asgi_client, starlette_app
+
+    path = tmp_path / "events.sqlite3"
+    sink = TeeSink(path)
+    client = UsageClient(sink=sink, identity_secret=SECRET, caller_header="x-caller")
+    try:
+        async with asgi_client(ASGIMiddleware(starlette_app(), client=client)) as http:
+            await http.get("/v1/items/1", headers={"API-Version": "1", "User-Agent": "curl/8.5.0"})
+            await http.get("/track?n=2", headers={"X-Caller": "carol"})
+            await http.get("/identify?user=alice&org=acme&plan=pro")
+            await http.get("/nope")
+        assert client.flush()
+    finally:
+        client.close()
+
+    expected = {event.uuid: event for event in sink.memory.events}
+    assert len(expected) == 6  # 4 requests, 1 track, 1 signed_in, and nothing else
+    stored = rows(
+        path,
+        "SELECT uuid, event, distinct_id, timestamp, properties, groups, person_properties, "
+        "personless FROM events",
+    )
+    assert len(stored) == len(expected)
+    for uuid, name, distinct_id, timestamp, properties, groups, person, personless in stored:
+        event = expected[uuid]
+        assert (name, distinct_id, timestamp) == (event.name, event.distinct_id, event.timestamp)
+        assert json.loads(properties) == event.properties
+        assert json.loads(groups) == event.groups
+        assert json.loads(person) == event.person_properties
+        assert bool(personless) is event.personless
+    assert rows(path, "SELECT group_type, group_key, properties FROM groups") == [
+        ("organisation", "acme", '{"plan": "pro"}')
+    ]
+    assert rows(path, "SELECT distinct_id, properties FROM persons") == [
+        ("alice", '{"email": "alice@example.com"}')
+    ]
+    routes = rows(
+        path,
+        "SELECT json_extract(properties, '$.route'), json_extract(properties, '$.status_code') "
+        "FROM events WHERE event = 'api_request' ORDER BY timestamp",
+    )
+    assert routes == [
+        ("/v1/items/{item_id}", 200),
+        ("/track", 200),
+        ("/identify", 200),
+        (None, 404),
+    ]
+
+
+def test_inserts_are_idempotent_on_uuid(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite3"
+    sink = LocalStoreSink(path)
+    batch = [make_event(f"uuid-{i}", i=i) for i in range(5)]
+    assert sink.send(batch, []) == 5
+    assert sink.send(batch, []) == 5  # a replayed batch
+    assert sink.send([make_event("uuid-0", i=99), make_event("uuid-5", i=5)], []) == 2
+    sink.close(1)
+    assert rows(path, "SELECT count(*) FROM events") == [(6,)]
+    # The first write of a uuid is kept; a replay never overwrites or doubles it.
+    assert rows(
+        path, "SELECT json_extract(properties, '$.i') FROM events WHERE uuid = 'uuid-0'"
+    ) == [(0,)]
+
+
+def test_group_and_person_properties_are_merged(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite3"
+    sink = LocalStoreSink(path)
+    sink.send([], [GroupUpdate("organisation", "acme", {"plan": "pro", "seats": 5}, 1.0, "g1")])
+    sink.send([], [GroupUpdate("organisation", "acme", {"plan": "enterprise"}, 2.0, "g2")])
+    person = Event("$set", "alice", {}, 1.0, "p1", person_properties={"email": "a@x", "name": "A"})
+    sink.send([person], [])
+    sink.send([Event("$set", "alice", {}, 2.0, "p2", person_properties={"name": "Alice"})], [])
+    sink.close(1)
+    [(group,)] = rows(path, "SELECT properties FROM groups WHERE group_key = 'acme'")
+    assert json.loads(group) == {"plan": "enterprise", "seats": 5}
+    [(properties,)] = rows(path, "SELECT properties FROM persons WHERE distinct_id = 'alice'")
+    assert json.loads(properties) == {"email": "a@x", "name": "Alice"}
+
+
+def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "events.sqlite3"
+    sink = LocalStoreSink(path)  # creates the folder and the file
+    sink.send([make_event("one")], [])
+    sink.close(1)
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+    assert rows(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(STORE_SCHEMA_VERSION),)
+    ]
+    readonly = connect(path, readonly=True)
+    try:
+        assert readonly.execute("SELECT count(*) FROM events").fetchone() == (1,)
+        with pytest.raises(sqlite3.OperationalError):
+            readonly.execute("DELETE FROM events")
+    finally:
+        readonly.close()
+    with pytest.raises(FileNotFoundError):
+        connect(tmp_path / "missing.sqlite3", readonly=True)
+
+
+EVENTS_PER_PROCESS = 300
+PROCESSES = 4
+
+
+def write_from_process(store: str, worker: int, start: Any) -> None:
+    """Runs in a spawned process: a full client writing to the shared store."""
+    start.wait(30)
+    client = UsageClient(store=store, identity_secret=SECRET, batch_size=25, flush_interval=0.01)
+    for i in range(EVENTS_PER_PROCESS):
+        client.record_journey_event(
+            JourneyEvent("job_done", {"worker": worker, "i": i}, 1.0 + i, f"w{worker}")
+        )
+    client.close(timeout=30)
+    assert client.stats.snapshot()["dropped"] == 0, client.stats.snapshot()
+
+
+def test_several_processes_share_one_store(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite3"
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    processes = [
+        context.Process(target=write_from_process, args=(str(path), worker, start))
+        for worker in range(PROCESSES)
+    ]
+    for process in processes:
+        process.start()
+    start.set()  # all write at the same time
+    for process in processes:
+        process.join(60)
+    assert [process.exitcode for process in processes] == [0] * PROCESSES
+
+    assert rows(path, "SELECT count(*), count(DISTINCT uuid) FROM events") == [
+        (PROCESSES * EVENTS_PER_PROCESS, PROCESSES * EVENTS_PER_PROCESS)
+    ]
+    per_worker = rows(
+        path,
+        "SELECT json_extract(properties, '$.worker'), "
+        "count(DISTINCT json_extract(properties, '$.i')) FROM events GROUP BY 1 ORDER BY 1",
+    )
+    assert per_worker == [(worker, EVENTS_PER_PROCESS) for worker in range(PROCESSES)]
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_event_dataclass_round_trip_is_complete() -> None:
+    """Every Event field has a column: a new field must be stored, too."""
+    assert set(asdict(make_event("x"))) == {
+        "name",
+        "distinct_id",
+        "properties",
+        "timestamp",
+        "uuid",
+        "groups",
+        "person_properties",
+        "personless",
+    }
