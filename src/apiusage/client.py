@@ -208,6 +208,7 @@ class UsageClient:
         self.stats.error(where, exc, counter="resolver_errors")
 
     def _after_fork(self) -> None:
+        self.stats.after_fork()
         self.builder.forget_sent()
         after_fork = getattr(self.sink, "after_fork", None)
         if after_fork is not None:

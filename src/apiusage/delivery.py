@@ -68,6 +68,7 @@ class BackgroundDelivery:
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._busy = False
+        self._in_flight = 0
         self._stopping = False
         self._closed = False
         self._flush_waiters = 0
@@ -146,6 +147,7 @@ class BackgroundDelivery:
                 pass
             with self._progress:
                 self._busy = True
+                self._in_flight = len(batch)
             try:
                 self._process(batch)
             except Exception as exc:  # the processor counts its own failures; this is a bug guard
@@ -191,6 +193,10 @@ class BackgroundDelivery:
         if left:
             self._queue.clear()
             self._stats.add("dropped_at_shutdown", left)
+        if self._busy:
+            # The sink is still holding a batch past the deadline: the process is about to
+            # exit, so count it as lost rather than let it vanish uncounted.
+            self._stats.add("dropped_at_shutdown", self._in_flight)
 
     @property
     def pending(self) -> int:

@@ -37,6 +37,10 @@ class Stats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _last_logged: dict[str, float] = field(default_factory=dict, repr=False)
 
+    def after_fork(self) -> None:
+        """A forked child gets a fresh lock: the parent's may have been held at the fork."""
+        self._lock = threading.Lock()
+
     def add(self, counter: str, amount: int = 1) -> None:
         """Increase one counter; safe from any thread."""
         with self._lock:

@@ -67,6 +67,11 @@ class WSGIMiddleware:
         if content_length:
             with suppress(ValueError):
                 record.request_bytes = int(content_length)
+        elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # No length up front: count what the app actually reads.
+            stream = environ.get("wsgi.input")
+            if stream is not None:
+                environ["wsgi.input"] = _CountingInput(stream, record)
         response_headers: list[tuple[str, str]] = []
 
         def start_response_recording(
@@ -184,3 +189,34 @@ class _RecordingBody:
                     _current_record.reset(token)
         finally:
             self._finish()
+
+
+class _CountingInput:
+    """``wsgi.input`` for chunked uploads: counts the bytes the app reads, changes nothing."""
+
+    def __init__(self, stream: Any, record: RequestRecord) -> None:
+        self._stream = stream
+        self._record = record
+
+    def read(self, *args: Any) -> bytes:
+        data: bytes = self._stream.read(*args)
+        self._record.request_bytes += len(data)
+        return data
+
+    def readline(self, *args: Any) -> bytes:
+        data: bytes = self._stream.readline(*args)
+        self._record.request_bytes += len(data)
+        return data
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        lines: list[bytes] = self._stream.readlines(*args)
+        self._record.request_bytes += sum(len(line) for line in lines)
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._stream:
+            self._record.request_bytes += len(line)
+            yield line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

@@ -25,6 +25,9 @@ class MemorySink:
             self.groups.extend(groups)
         return len(events)
 
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
     def flush(self, timeout: float) -> None:
         return None
 
