@@ -255,7 +255,7 @@ class UsageClient:
             except Exception as exc:  # the chain guards each resolver; this guards the chain
                 self.stats.error("identity resolution", exc)
                 result = None
-            if inspect.isawaitable(result):
+            if result is not None and not isinstance(result, Identity):
                 return self._finish_async(record, result)
             record.identity = result
         self.submit(record)

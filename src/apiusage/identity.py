@@ -127,20 +127,20 @@ def from_state(attribute: str = "user") -> Resolver:
     """
 
     def resolve_from_state(view: RequestView) -> Identity | None:
+        # Runs on every request: plain dict checks first, the Mapping ABC only as a fallback.
         state = view.state
-        if state is not None:
-            value = (
-                state.get(attribute)
-                if isinstance(state, Mapping)
-                else getattr(state, attribute, None)
-            )
-            found = identity_from_object(value)
-            if found is not None:
-                return found
+        if state:
+            if type(state) is dict or isinstance(state, Mapping):
+                value = state.get(attribute)
+            else:
+                value = getattr(state, attribute, None)
+            if value is not None:
+                found = identity_from_object(value)
+                if found is not None:
+                    return found
         scope = view.scope
-        if isinstance(scope, Mapping) and "user" in scope:
-            return identity_from_object(scope["user"])
-        return None
+        user = scope.get("user") if type(scope) is dict else None
+        return None if user is None else identity_from_object(user)
 
     return resolve_from_state
 
@@ -201,6 +201,8 @@ class ResolverChain:
         for index, resolver in enumerate(self.resolvers):
             try:
                 result = resolver(view)
+                if result is None:
+                    continue
                 if inspect.isawaitable(result):
                     return self._finish_async(view, resolver, result, index + 1)
                 identity = as_identity(result)

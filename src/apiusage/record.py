@@ -30,34 +30,31 @@ class JourneyEvent:
 
 
 class RequestRecord:
-    """Raw facts about one request, written on the request path."""
+    """Raw facts about one request, written on the request path.
 
-    __slots__ = (
-        "_request_id",
-        "auth_method",
-        "client_disconnected",
-        "duration_ns",
-        "exception",
-        "framework",
-        "identity",
-        "identity_pinned",
-        "journey",
-        "method",
-        "native",
-        "path",
-        "query_string",
-        "raw_headers",
-        "request_bytes",
-        "response_bytes",
-        "root_path",
-        "route",
-        "scope",
-        "started_at",
-        "started_ns",
-        "state",
-        "status",
-        "transport",
-    )
+    Fields that most requests never change are class-level defaults, so creating a record
+    sets only what every request has; this object is made once per request.
+    """
+
+    # Set by adapters, handlers and the middleware when there is something to say.
+    #: The framework's own request object, when an adapter supplies one.
+    native: Any = None
+    #: What the app attached to the request (Flask ``g``, Django's request), from adapters.
+    state: Any = None
+    duration_ns: int | None = None
+    status: int | None = None
+    request_bytes: int = 0
+    response_bytes: int = 0
+    exception: str | None = None
+    client_disconnected: bool = False
+    route: str | None = None
+    identity: Identity | None = None
+    #: The auth method when the framework knows it (e.g. DRF's authenticator); else detected.
+    auth_method: str | None = None
+    #: True once ``apiusage.identify()`` set the identity; resolvers then do not run.
+    identity_pinned: bool = False
+    journey: list[JourneyEvent] | None = None
+    _request_id: str | None = None
 
     def __init__(
         self,
@@ -82,25 +79,7 @@ class RequestRecord:
         self.raw_headers = raw_headers
         #: The ASGI scope or WSGI environ.
         self.scope = scope
-        #: The framework's own request object, when an adapter supplies one.
-        self.native: Any = None
-        #: What the app attached to the request (Flask ``g``, Django's request), from adapters.
-        self.state: Any = None
         self.framework = framework
-        self.duration_ns: int | None = None
-        self.status: int | None = None
-        self.request_bytes = 0
-        self.response_bytes = 0
-        self.exception: str | None = None
-        self.client_disconnected = False
-        self.route: str | None = None
-        self.identity: Identity | None = None
-        #: The auth method when the framework knows it (e.g. DRF's authenticator); else detected.
-        self.auth_method: str | None = None
-        #: True once ``apiusage.identify()`` set the identity; resolvers then do not run.
-        self.identity_pinned = False
-        self.journey: list[JourneyEvent] | None = None
-        self._request_id: str | None = None
 
     @property
     def request_id(self) -> str:
