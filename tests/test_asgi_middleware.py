@@ -485,13 +485,19 @@ async def test_track_in_fastapi_endpoint_inherits_caller(
 
 
 async def test_track_outside_a_request(
-    recording: tuple[apiusage.UsageClient, MemorySink], monkeypatch: pytest.MonkeyPatch
+    recording: tuple[apiusage.UsageClient, MemorySink],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     client, sink = recording
     monkeypatch.setattr(apiusage.client, "_default_client", client)
-    with pytest.raises(ValueError, match=r"outside a request.*distinct_id=") as info:
-        apiusage.track("nightly_export")
-    assert "'nightly_export'" in str(info.value)
+    # No caller: never raised into the app, but said clearly and counted.
+    apiusage.track("nightly_export")
+    apiusage.track("nightly_export")
+    [warning] = [r for r in caplog.records if "nightly_export" in r.getMessage()]
+    assert "outside a request" in warning.getMessage()
+    assert "distinct_id=" in warning.getMessage()
+    assert client.stats.snapshot()["calls_rejected"] == 2
 
     apiusage.track("nightly_export", {"rows": 10}, distinct_id="user-9", organisation="acme")
     assert client.flush()
@@ -663,3 +669,17 @@ async def test_request_bytes_of_a_post_body(
         len(plain.content),
         len(chunked.content),
     ]
+
+
+@pytest.mark.parametrize("settings", [{"enabled": False}, {"exclude_paths": ["/track"]}])
+async def test_track_and_identify_are_ignored_where_nothing_is_recorded(
+    make_client: MakeClient, settings: dict[str, Any]
+) -> None:
+    """Excluded paths and the kill switch: handlers calling track()/identify() still work."""
+    client, sink = make_client(**settings)
+    async with asgi_client(ASGIMiddleware(starlette_app(), client=client)) as http:
+        response = await http.get("/track?n=1", headers={"X-Caller": "caller-1"})
+    assert response.status_code == 200
+    assert client.flush()
+    assert sink.events == []
+    assert client.stats.snapshot()["calls_rejected"] == 0

@@ -12,6 +12,7 @@ import pytest
 import apiusage
 from apiusage import ASGIMiddleware, ConfigurationError, Settings, UsageClient, WSGIMiddleware
 from apiusage.config import DEFAULT_EXCLUDED_PATHS, load_settings
+from apiusage.record import JourneyEvent
 from apiusage.sinks.memory import MemorySink
 from apiusage.sinks.posthog import PostHogSink
 from apiusage.sinks.store import LocalStoreSink
@@ -266,3 +267,15 @@ def test_settings_reach_the_detectors_and_client(clients: list[UsageClient]) -> 
     assert client.is_excluded("/status/")
     assert not client.is_excluded("/health")
     assert not client.is_excluded("/statuses")
+
+
+def test_disabled_client_creates_no_files_and_records_nothing(tmp_path: Path) -> None:
+    client = apiusage.UsageClient(enabled=False)
+    try:
+        apiusage.track("ignored", distinct_id="someone")
+        client.record_journey_event(JourneyEvent("ignored", {}, 0.0, "someone"))
+        assert client.flush()
+        assert client.stats.snapshot()["events_built"] == 0
+        assert not (tmp_path / ".apiusage").exists()
+    finally:
+        client.close()

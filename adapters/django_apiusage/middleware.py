@@ -19,7 +19,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponseBase
 
 from apiusage.config import ConfigurationError
-from apiusage.context import _current_record, current_record
+from apiusage.context import IGNORED_REQUEST, _current_record, current_record
 from apiusage.middleware._common import exception_name
 from apiusage.record import RequestRecord
 from django_apiusage import conf
@@ -118,7 +118,11 @@ class ApiUsageMiddleware:
             return self.__acall__(request)
         started = self._start(request)
         if started is None:
-            return self.get_response(request)
+            ignored = _current_record.set(IGNORED_REQUEST)  # track() here is ignored
+            try:
+                return self.get_response(request)
+            finally:
+                _current_record.reset(ignored)
         record, token = started
         try:
             response = self.get_response(request)
@@ -131,7 +135,11 @@ class ApiUsageMiddleware:
         started = self._start(request)
         get_response: Callable[[HttpRequest], Awaitable[Any]] = self.get_response
         if started is None:
-            return await get_response(request)
+            ignored = _current_record.set(IGNORED_REQUEST)  # track() here is ignored
+            try:
+                return await get_response(request)
+            finally:
+                _current_record.reset(ignored)
         record, token = started
         try:
             response = await get_response(request)
@@ -143,9 +151,11 @@ class ApiUsageMiddleware:
     # ------------------------------------------------------------------ helpers
     def _start(self, request: HttpRequest) -> tuple[RequestRecord, Token[Any] | None] | None:
         client = self.client
+        outer = _current_record.get()
+        if outer is IGNORED_REQUEST:
+            return None
         if not client.settings.enabled or client.is_excluded(request.path_info or "/"):
             return None
-        outer = current_record()
         if outer is not None:
             # Already recorded by apiusage's ASGI/WSGI middleware around Django: enrich it.
             return outer, None

@@ -120,6 +120,8 @@ class EventBuilder:
                 "framework": record.framework or self.framework,
                 "transport": record.transport,
                 "request_id": record.request_id,
+                # Multiply counts by 1/sample_rate to estimate the true volume.
+                "sample_rate": rate,
             }
             built.events.append(
                 self._event(

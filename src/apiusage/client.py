@@ -37,6 +37,7 @@ from apiusage.identity import (
 from apiusage.record import JourneyEvent, RequestRecord
 from apiusage.request_view import RequestView
 from apiusage.sinks.base import Sink
+from apiusage.sinks.discard import DiscardSink
 from apiusage.sinks.posthog import PostHogSink
 from apiusage.sinks.store import LocalStoreSink
 
@@ -48,6 +49,11 @@ _default_lock = threading.Lock()
 
 async def _await(pending: Awaitable[None]) -> None:
     await pending
+
+
+def default_client() -> UsageClient | None:
+    """The process's default client, or None when apiusage is not set up."""
+    return _default_client
 
 
 def get_client() -> UsageClient:
@@ -158,6 +164,8 @@ class UsageClient:
     # ------------------------------------------------------------------ set-up
     def _default_sink(self, posthog_client: Any) -> Sink:
         settings = self.settings
+        if not settings.enabled:
+            return DiscardSink()
         if posthog_client is not None:
             return PostHogSink(posthog_client)
         if settings.uses_posthog:
@@ -188,6 +196,8 @@ class UsageClient:
 
     def _identity_secret(self) -> bytes:
         settings = self.settings
+        if not settings.enabled:
+            return secrets.token_bytes(32)  # nothing is recorded: keep no secret file either
         if settings.identity_secret is not None:
             secret = settings.identity_secret.get_secret_value().encode()
             if len(secret) < 16:
@@ -284,11 +294,15 @@ class UsageClient:
 
     def record_journey_event(self, event: JourneyEvent) -> None:
         """A ``track()`` call made outside a request."""
+        if not self.settings.enabled:
+            return
         if self.delivery.submit(event):
             self.stats.add("journey_events_recorded")
 
     def record_identity(self, identity: Identity) -> None:
         """An ``identify()`` call made outside a request."""
+        if not self.settings.enabled:
+            return
         self.delivery.submit(_IdentifyCall(identity))
 
     # ------------------------------------------------------------------ worker

@@ -3,6 +3,9 @@
 The middleware puts the request's record in a ContextVar before calling the app. Handlers
 that run in a thread pool (FastAPI sync endpoints, Django sync views under ASGI) get a copy
 of the context, so they see the same record object and their changes to it are kept.
+
+Neither call ever raises into the application: a call that cannot be recorded (no caller
+outside a request, apiusage not set up) is logged, rate-limited, and counted.
 """
 
 from __future__ import annotations
@@ -12,34 +15,51 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from apiusage.health import Stats
 from apiusage.identity import Identity
 from apiusage.record import JourneyEvent, RequestRecord
 
 if TYPE_CHECKING:
     from apiusage.client import UsageClient
 
-__all__ = ["current_record", "identify", "track"]
+__all__ = ["IGNORED_REQUEST", "current_record", "identify", "track"]
 
 _current_record: ContextVar[RequestRecord | None] = ContextVar("apiusage_request", default=None)
+
+#: Current during requests apiusage does not record (excluded paths, ``enabled=False``):
+#: ``track()`` and ``identify()`` there are accepted and ignored.
+IGNORED_REQUEST = RequestRecord(
+    transport="none", method="", path="", query_string="", raw_headers=(), scope={}
+)
+
+#: Counts and logs misuse when there is no client to count it on.
+_unattached = Stats()
 
 
 def current_record() -> RequestRecord | None:
     """The record of the request being handled, or None outside a request."""
-    return _current_record.get()
+    record = _current_record.get()
+    return None if record is IGNORED_REQUEST else record
 
 
-def _default_client() -> UsageClient:
-    from apiusage.client import get_client
+def _default_client() -> UsageClient | None:
+    from apiusage.client import default_client
 
-    return get_client()
+    return default_client()
+
+
+def _rejected(client: UsageClient | None, call: str, message: str) -> None:
+    stats = client.stats if client is not None else _unattached
+    stats.add("calls_rejected")
+    stats.warn(call, "apiusage: %s was not recorded: %s", call, message)
 
 
 def track(
     event: str,
     properties: Mapping[str, Any] | None = None,
     *,
-    distinct_id: str | None = None,
-    organisation: str | None = None,
+    distinct_id: str | int | None = None,
+    organisation: str | int | None = None,
     **extra_properties: Any,
 ) -> None:
     """Record a journey event (``signup``, ``project_create`` …).
@@ -48,22 +68,36 @@ def track(
     request id, even when the identity only becomes known later in the handler. Outside a
     request (a worker, a script) ``distinct_id`` is required.
     """
-    if not isinstance(event, str) or not event:
-        raise ValueError("apiusage.track() needs an event name (a non-empty string)")
-    merged = {**properties, **extra_properties} if properties else extra_properties
     record = _current_record.get()
+    if record is IGNORED_REQUEST:
+        return
+    if not isinstance(event, str) or not event:
+        client = _default_client()
+        _rejected(client, "apiusage.track()", "the event name must be a non-empty string")
+        return
+    merged = {**properties, **extra_properties} if properties else extra_properties
     journey_event = JourneyEvent(
-        event, dict(merged), time.time(), str(distinct_id) if distinct_id else None, organisation
+        event,
+        dict(merged),
+        time.time(),
+        str(distinct_id) if distinct_id is not None and distinct_id != "" else None,
+        str(organisation) if organisation is not None else None,
     )
     if record is not None:
         record.add_journey_event(journey_event)
         return
-    if not distinct_id:
-        raise ValueError(
-            f"apiusage.track({event!r}) was called outside a request, so there is no caller "
-            "to attribute it to: pass distinct_id=... (and organisation=... if known)"
+    client = _default_client()
+    if client is None:
+        _rejected(None, f"apiusage.track({event!r})", "apiusage is not set up in this process")
+    elif journey_event.distinct_id is None:
+        _rejected(
+            client,
+            f"apiusage.track({event!r})",
+            "it was called outside a request, so there is no caller to attribute it to: "
+            "pass distinct_id=... (and organisation=... if known)",
         )
-    _default_client().record_journey_event(journey_event)
+    else:
+        client.record_journey_event(journey_event)
 
 
 def identify(
@@ -80,15 +114,24 @@ def identify(
     organisation with PostHog's ``group_identify``. Outside a request it updates the
     person and organisation properties directly.
     """
+    record = _current_record.get()
+    if record is IGNORED_REQUEST:
+        return
+    if distinct_id is None or distinct_id == "" or isinstance(distinct_id, bool):
+        _rejected(_default_client(), "apiusage.identify()", "distinct_id must be a non-empty id")
+        return
     identity = Identity(
         str(distinct_id),
         organisation=str(organisation) if organisation is not None else None,
         person_properties=dict(person_properties),
         organisation_properties=dict(organisation_properties or {}),
     )
-    record = _current_record.get()
     if record is not None:
         record.identity = identity
         record.identity_pinned = True
         return
-    _default_client().record_identity(identity)
+    client = _default_client()
+    if client is None:
+        _rejected(None, "apiusage.identify()", "apiusage is not set up in this process")
+    else:
+        client.record_identity(identity)

@@ -32,6 +32,7 @@ class Stats:
     dropped_delivery_failed: int = 0
     dropped_at_shutdown: int = 0
     dropped_build_failed: int = 0
+    calls_rejected: int = 0
     internal_errors: int = 0
     resolver_errors: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

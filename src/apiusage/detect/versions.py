@@ -93,7 +93,7 @@ class VersionDetector:
     def _from_media_type(self, view: RequestView, route: str | None) -> VersionResult | None:
         for header in ("accept", "content-type"):
             value = view.headers.get(header)
-            if not value or ("vnd." not in value and "version" not in value.lower()):
+            if not value or ("vnd." not in value and "=" not in value):
                 continue
             vendor = _VENDOR_MEDIA.search(value)
             if vendor:

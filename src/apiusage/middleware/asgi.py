@@ -21,7 +21,7 @@ from asgiref.typing import (
 )
 
 from apiusage.client import UsageClient
-from apiusage.context import _current_record
+from apiusage.context import IGNORED_REQUEST, _current_record
 from apiusage.identity import Resolver
 from apiusage.middleware._common import exception_name, make_client
 from apiusage.record import RequestRecord
@@ -65,12 +65,16 @@ class ASGIMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        if (
-            not self._enabled
-            or _current_record.get() is not None
-            or self.client.is_excluded(scope["path"])
-        ):
+        if _current_record.get() is not None:  # already recorded by an outer apiusage
             await self.app(scope, receive, send)
+            return
+        if not self._enabled or self.client.is_excluded(scope["path"]):
+            # Not recorded; track()/identify() in its handlers are accepted and ignored.
+            ignored = _current_record.set(IGNORED_REQUEST)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _current_record.reset(ignored)
             return
 
         record = RequestRecord(

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from apiusage.client import UsageClient
-from apiusage.context import _current_record
+from apiusage.context import IGNORED_REQUEST, _current_record
 from apiusage.identity import Resolver
 from apiusage.middleware._common import exception_name, make_client
 from apiusage.record import RequestRecord
@@ -50,8 +50,15 @@ class WSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
-        if not self._enabled or _current_record.get() is not None or self.client.is_excluded(path):
+        if _current_record.get() is not None:  # already recorded by an outer apiusage
             return self.app(environ, start_response)
+        if not self._enabled or self.client.is_excluded(path):
+            # Not recorded; track()/identify() in its handlers are accepted and ignored.
+            ignored = _current_record.set(IGNORED_REQUEST)
+            try:
+                return self.app(environ, start_response)
+            finally:
+                _current_record.reset(ignored)
 
         record = RequestRecord(
             transport="wsgi",

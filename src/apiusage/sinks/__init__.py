@@ -1,8 +1,9 @@
 """Where events go: PostHog, the embedded local store, or memory (for tests)."""
 
 from apiusage.sinks.base import Sink
+from apiusage.sinks.discard import DiscardSink
 from apiusage.sinks.memory import MemorySink
 from apiusage.sinks.posthog import PostHogSink
 from apiusage.sinks.store import LocalStoreSink
 
-__all__ = ["LocalStoreSink", "MemorySink", "PostHogSink", "Sink"]
+__all__ = ["DiscardSink", "LocalStoreSink", "MemorySink", "PostHogSink", "Sink"]
