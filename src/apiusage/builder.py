@@ -87,8 +87,8 @@ class EventBuilder:
         self._persons_sent.clear()
 
     # ------------------------------------------------------------------ requests
-    def build_request(self, record: RequestRecord) -> Built:
-        view = RequestView(record)
+    def build_request(self, record: RequestRecord, view: RequestView | None = None) -> Built:
+        view = view if view is not None else RequestView(record)
         route = view.route
         identity = record.identity
         built = Built()
@@ -99,7 +99,7 @@ class EventBuilder:
             auth_method, auth_location = self.auth.detect(view)
             if record.auth_method is not None:
                 auth_method = record.auth_method
-            library, library_version = parse_client_library(view.headers.get("user-agent"))
+            library, library_version = parse_client_library(view.header("user-agent"))
             duration_ns = record.duration_ns or 0
             properties: dict[str, Any] = {
                 "method": record.method,

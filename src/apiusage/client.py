@@ -308,14 +308,12 @@ class UsageClient:
     # ------------------------------------------------------------------ worker
     def _build(self, item: Any) -> Built:
         if isinstance(item, RequestRecord):
-            self.stats.add("requests_recorded")
+            view = RequestView(item)  # one view per record: detectors share its parsing
             if item.identity is None:
-                identity = self.fallback_resolver(RequestView(item))
+                identity = self.fallback_resolver(view)
                 if isinstance(identity, Identity):
                     item.identity = identity
-            if item.journey:
-                self.stats.add("journey_events_recorded", len(item.journey))
-            return self.builder.build_request(item)
+            return self.builder.build_request(item, view)
         if isinstance(item, JourneyEvent):
             return self.builder.build_journey(item)
         if isinstance(item, _IdentifyCall):
@@ -324,6 +322,12 @@ class UsageClient:
 
     def _process(self, items: list[Any]) -> None:
         built = Built()
+        requests = [item for item in items if isinstance(item, RequestRecord)]
+        if requests:
+            self.stats.add("requests_recorded", len(requests))
+            journeys = sum(len(record.journey) for record in requests if record.journey)
+            if journeys:
+                self.stats.add("journey_events_recorded", journeys)
         for item in items:
             try:
                 one = self._build(item)

@@ -163,11 +163,14 @@ def from_api_key(hasher: KeyedHasher, detector: AuthDetector | None = None) -> R
 def from_header(name: str, organisation_header: str | None = None) -> Resolver:
     """Resolver: a header that names the caller (e.g. set by an API gateway)."""
 
+    name = name.lower()
+    organisation_header = organisation_header.lower() if organisation_header else None
+
     def resolve_from_header(view: RequestView) -> Identity | None:
-        value = view.headers.get(name)
+        value = view.header(name)
         if not value:
             return None
-        organisation = view.headers.get(organisation_header) if organisation_header else None
+        organisation = view.header(organisation_header) if organisation_header else None
         return Identity(
             value[:_MAX_ID_LENGTH],
             organisation=organisation[:_MAX_ID_LENGTH] if organisation else None,

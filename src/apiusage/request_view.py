@@ -62,6 +62,29 @@ class RequestView:
         """The ASGI scope or WSGI environ."""
         return self._record.scope
 
+    def header(self, name: str) -> str | None:
+        """One header by lower-case name (the first, if repeated): cheaper than ``headers``."""
+        raw = self._record.raw_headers
+        if isinstance(raw, dict):  # a WSGI environ, or Django's META
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = "HTTP_" + key
+            value = raw.get(key)
+            return value if value is None or isinstance(value, str) else str(value)
+        return self._header_map.get(name)
+
+    @cached_property
+    def _header_map(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for key, value in reversed(self._record.raw_headers):  # the first occurrence wins
+            found[key.decode("latin-1").lower()] = value.decode("latin-1")
+        return found
+
+    @cached_property
+    def memo(self) -> dict[str, Any]:
+        """Results detectors share for this request, so each is worked out once."""
+        return {}
+
     @cached_property
     def headers(self) -> Headers:
         """Request headers, case-insensitive (a werkzeug ``Headers``)."""
@@ -78,7 +101,7 @@ class RequestView:
 
     @cached_property
     def cookies(self) -> dict[str, str]:
-        header = self.headers.get("cookie")
+        header = self.header("cookie")
         return dict(parse_cookie(header)) if header else {}
 
     @property

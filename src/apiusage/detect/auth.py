@@ -65,8 +65,13 @@ class AuthDetector:
         return secret if method in (API_KEY, BEARER, BASIC) else None
 
     def _find(self, view: RequestView) -> tuple[AuthMethod, str | None, str | None]:
-        headers = view.headers
-        authorization = headers.get("authorization")
+        found: tuple[AuthMethod, str | None, str | None] | None = view.memo.get("auth")
+        if found is None:
+            found = view.memo["auth"] = self._detect(view)
+        return found
+
+    def _detect(self, view: RequestView) -> tuple[AuthMethod, str | None, str | None]:
+        authorization = view.header("authorization")
         if authorization:
             raw_scheme, _, raw_value = authorization.strip().partition(" ")
             scheme, token = raw_scheme.lower(), raw_value.strip()
@@ -81,7 +86,7 @@ class AuthDetector:
             # A single bare value (no scheme) is an API key; an unknown scheme is "other".
             return (OTHER, "header", None) if token else (API_KEY, "header", raw_scheme)
         for name in self.api_key_headers:
-            header_value = headers.get(name)
+            header_value = view.header(name)
             if header_value:
                 return API_KEY, "header", header_value.strip()
         if view.query:
@@ -95,7 +100,7 @@ class AuthDetector:
                 if query_value:
                     method = JWT if looks_like_jwt(query_value) else BEARER
                     return method, "query", query_value
-        if headers.get("cookie"):
+        if view.header("cookie"):
             cookies = view.cookies
             for name in self.session_cookies:
                 if cookies.get(name):

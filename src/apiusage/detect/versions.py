@@ -83,16 +83,15 @@ class VersionDetector:
         return None
 
     def _from_header(self, view: RequestView, route: str | None) -> VersionResult | None:
-        headers = view.headers
         for name in self.headers:
-            value = headers.get(name)
+            value = view.header(name)
             if value is not None:
                 return VersionResult(normalise_version(value), "header:" + name)
         return None
 
     def _from_media_type(self, view: RequestView, route: str | None) -> VersionResult | None:
         for header in ("accept", "content-type"):
-            value = view.headers.get(header)
+            value = view.header(header)
             if not value or ("vnd." not in value and "=" not in value):
                 continue
             vendor = _VENDOR_MEDIA.search(value)
