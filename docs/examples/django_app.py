@@ -7,7 +7,7 @@ authentication: apiusage records DRF's authenticator as the auth method and DRF'
 the caller.
 
 The settings are configured here unless Django is already configured; the database is an
-in-memory SQLite one, created by ``prepare_database()``. Run it with::
+in-memory SQLite one, created at import by ``prepare_database()``. Run it with::
 
     python docs/examples/django_app.py                  # runserver on port 8000
     gunicorn --chdir docs/examples django_app:application
@@ -242,10 +242,10 @@ def create_app(*, asgi: bool = False, **apiusage_options: Any) -> Any:
     if apiusage_options:
         _applied = override_settings(APIUSAGE=apiusage_settings(**apiusage_options))
         _applied.enable()
-    prepare_database()
     return get_asgi_application() if asgi else get_wsgi_application()
 
 
+prepare_database()  # in memory: each process creates its own
 application = get_wsgi_application()
 asgi_application = get_asgi_application()
 
@@ -255,5 +255,4 @@ if __name__ == "__main__":
 
     from django.core.management import execute_from_command_line
 
-    prepare_database()
     execute_from_command_line([sys.argv[0], "runserver", "--noreload", *sys.argv[1:]])

@@ -1,0 +1,1 @@
+"""The framework adapters, tested through the example apps in docs/examples/."""

@@ -1,0 +1,240 @@
+"""What only the Django integration does: system checks, DRF, ASGI, the project's handlers.
+
+Django settings are configured once per process, by the example project (django_app.py);
+tests change them with ``override_settings``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.checks import ERROR, WARNING, run_checks
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import AsyncClient, override_settings
+from werkzeug.test import Client
+
+from apiusage.sinks.memory import MemorySink
+from django_apiusage import conf
+from tests.adapters.drivers import (
+    IDENTITY_SECRET,
+    USER_AGENT,
+    DjangoDriver,
+    load_example,
+    make_driver,
+)
+
+ALICE = {"x-api-key": "key-alice"}
+MIDDLEWARE = "django_apiusage.middleware.ApiUsageMiddleware"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def project() -> ModuleType:
+    """The example project (configures Django's settings on first use)."""
+    return load_example("django_app")
+
+
+def apiusage_checks() -> list[Any]:
+    return [message for message in run_checks() if message.id.startswith("django_apiusage.")]
+
+
+def new_user() -> Any:
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user(f"user_{secrets.token_hex(4)}", password=None)
+
+
+@pytest.fixture(params=["django", "django-asgi"])
+def driver(request: pytest.FixtureRequest, project: ModuleType) -> Iterator[DjangoDriver]:
+    driver = make_driver(request.param)
+    assert isinstance(driver, DjangoDriver)
+    driver.start()
+    yield driver
+    driver.close()
+
+
+# ------------------------------------------------------------------------- system checks
+def test_the_example_project_passes_the_checks(project: ModuleType) -> None:
+    assert apiusage_checks() == []
+
+
+@pytest.mark.parametrize(
+    ("config", "mentions"),
+    [
+        ({"SAMPLE_RATE": 5}, "sample_rate (APIUSAGE_SAMPLE_RATE)"),
+        ({"IDENTIFY": "no_such_module.resolver"}, "APIUSAGE['IDENTIFY']: cannot import"),
+        ({"EVENT_NAMES": "api_call"}, "unknown apiusage setting(s): event_names"),
+    ],
+)
+def test_a_bad_value_is_reported_as_an_error_with_a_hint(
+    project: ModuleType, config: dict[str, Any], mentions: str
+) -> None:
+    with override_settings(APIUSAGE=config):
+        (message,) = apiusage_checks()
+        assert message.id == "django_apiusage.E001"
+        assert message.level == ERROR
+        assert mentions in message.msg
+        assert "settings.APIUSAGE" in message.hint
+        with pytest.raises(SystemCheckError, match=r"django_apiusage\.E001"):
+            call_command("check")
+
+
+def test_a_missing_or_misplaced_middleware_is_a_warning(project: ModuleType) -> None:
+    others = [name for name in settings.MIDDLEWARE if name != MIDDLEWARE]
+    with override_settings(MIDDLEWARE=others):
+        (missing,) = apiusage_checks()
+    with override_settings(MIDDLEWARE=[*others, MIDDLEWARE]):
+        (misplaced,) = apiusage_checks()
+
+    assert (missing.id, missing.level) == ("django_apiusage.W001", WARNING)
+    assert MIDDLEWARE in missing.hint
+    assert (misplaced.id, misplaced.level) == ("django_apiusage.W002", WARNING)
+    assert "top of MIDDLEWARE" in misplaced.hint
+
+
+# ---------------------------------------------------------------- Django REST Framework
+def test_drf_token_authentication(driver: DjangoDriver) -> None:
+    from rest_framework.authtoken.models import Token
+
+    user = new_user()
+    token = Token.objects.create(user=user)
+
+    reply = driver.request("GET", "/v1/me", headers={"authorization": f"Token {token.key}"})
+
+    assert reply.status == 200
+    assert reply.json() == {"id": user.pk, "username": user.username}
+    (event,) = driver.events()
+    assert event.properties["route"] == "/v1/me"
+    assert event.properties["auth_method"] == "api_key"
+    # DRF's user, not a hash of the token: Django's request.user is anonymous here.
+    assert event.distinct_id == str(user.pk)
+    assert event.groups == {}
+
+
+def test_drf_session_authentication(driver: DjangoDriver) -> None:
+    user = new_user()
+    # A session cookie apiusage cannot recognise by name: the method comes from DRF.
+    with override_settings(SESSION_COOKIE_NAME="example_session"):
+        driver.http.force_login(user)
+        reply = driver.request("GET", "/v1/me")
+
+    assert reply.status == 200
+    (event,) = driver.events()
+    assert event.properties["auth_method"] == "session"
+    assert event.distinct_id == str(user.pk)
+
+
+def test_session_user_read_lazily_after_the_response(driver: DjangoDriver) -> None:
+    """A view that never touches request.user: apiusage loads the user itself, afterwards,
+    off the event loop under ASGI (no SynchronousOnlyOperation)."""
+    user = new_user()
+    driver.http.force_login(user)
+
+    reply = driver.request("GET", "/v1/stream")
+
+    assert reply.body == b"chunk 0\nchunk 1\nchunk 2\n"
+    (event,) = driver.events()
+    assert event.properties["transport"] == driver.transport
+    assert event.properties["auth_method"] == "session"
+    assert event.distinct_id == str(user.pk)
+    assert driver.client is not None
+    stats = driver.client.stats.snapshot()
+    assert (stats["resolver_errors"], stats["internal_errors"]) == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_async_client_on_a_running_event_loop(project: ModuleType) -> None:
+    """AsyncClient awaited on the test's own event loop, as an ASGI server runs Django."""
+    sink = MemorySink()
+    await sync_to_async(project.create_app)(sink=sink, identity_secret=IDENTITY_SECRET)
+    client = conf.client()
+    try:
+        user = await sync_to_async(new_user)()
+        http = AsyncClient(raise_request_exception=False)
+        await sync_to_async(http.force_login)(user)
+
+        streamed = await http.get("/v1/stream")
+        body = b"".join([chunk async for chunk in _iterate(streamed.streaming_content)])
+        item = await http.get("/v1/items/3", headers={"user-agent": USER_AGENT})
+        assert (body, item.status_code) == (b"chunk 0\nchunk 1\nchunk 2\n", 200)
+        assert item.json()["owner"] == user.pk
+
+        assert await anyio.to_thread.run_sync(client.flush)
+        events = sink.named("api_request")
+        assert [event.distinct_id for event in events] == [str(user.pk)] * 2
+        assert [event.properties["transport"] for event in events] == ["asgi", "asgi"]
+        assert client.stats.snapshot()["resolver_errors"] == 0
+    finally:
+        client.close(timeout=5)
+
+
+async def _iterate(content: Any) -> Any:
+    """A streamed test response's content, whether its iterator is sync or async."""
+    if hasattr(content, "__aiter__"):
+        async for chunk in content:
+            yield chunk
+    else:
+        for chunk in await sync_to_async(list)(content):
+            yield chunk
+
+
+# ------------------------------------------------------------- the project's handlers
+def test_create_app_gives_a_wsgi_handler(project: ModuleType) -> None:
+    sink = MemorySink()
+    app = project.create_app(sink=sink, identity_secret=IDENTITY_SECRET)
+    assert isinstance(app, WSGIHandler)
+    assert isinstance(project.application, WSGIHandler)
+    response = Client(app).get("/v2/items/5", headers=ALICE)
+    try:
+        assert response.status_code == 200
+    finally:
+        response.close()
+
+    client = conf.client()
+    assert client.flush(timeout=10)
+    (event,) = sink.named("api_request")
+    assert event.properties["route"] == "/v2/items/<int:item_id>"
+    assert event.properties["transport"] == "wsgi"
+    assert event.distinct_id == "usr_alice"
+    client.close(timeout=5)
+
+
+@pytest.mark.anyio
+async def test_create_app_gives_an_asgi_handler(project: ModuleType) -> None:
+    sink = MemorySink()
+    app = await sync_to_async(project.create_app)(
+        asgi=True, sink=sink, identity_secret=IDENTITY_SECRET
+    )
+    assert isinstance(app, ASGIHandler)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        reply = await http.post("/v1/projects", json={"name": "Apollo"}, headers=ALICE)
+    assert reply.status_code == 201
+
+    client = conf.client()
+    try:
+        assert await anyio.to_thread.run_sync(client.flush)
+        request_event = sink.named("api_request")[0]
+        (journey,) = sink.named("project_create")
+        assert request_event.properties["route"] == "/v1/projects"
+        assert request_event.properties["transport"] == "asgi"
+        assert request_event.properties["status_code"] == 201
+        assert journey.distinct_id == request_event.distinct_id == "usr_alice"
+        assert journey.properties["request_id"] == request_event.uuid
+    finally:
+        client.close(timeout=5)
