@@ -34,9 +34,10 @@ from apiusage.identity import (
     from_api_key,
     from_header,
     from_state,
+    identity_from_state,
 )
 from apiusage.record import JourneyEvent, RequestRecord
-from apiusage.request_view import RequestView
+from apiusage.request_view import RequestView, state_of
 from apiusage.sinks.base import Sink
 from apiusage.sinks.discard import DiscardSink
 from apiusage.sinks.posthog import PostHogSink
@@ -120,10 +121,13 @@ class UsageClient:
         )
         # Resolvers that need the live request run on the request path after the response;
         # the header-only built-ins run later, in the worker, when nothing else matched.
+        user_resolvers = _as_resolvers(identify)
         self.resolver = ResolverChain(
-            [*_as_resolvers(identify), from_state(settings.state_attribute)],
+            [*user_resolvers, from_state(settings.state_attribute)],
             on_error=self._resolver_failed,
         )
+        # With only the built-in state resolver, skip the chain: this runs on every request.
+        self._state_only = not user_resolvers
         fallbacks: list[Resolver] = []
         if settings.caller_header:
             fallbacks.append(from_header(settings.caller_header))
@@ -235,6 +239,16 @@ class UsageClient:
             or (bool(self._excluded_prefixes) and path.startswith(self._excluded_prefixes))
         )
 
+    def _resolve(self, record: RequestRecord) -> Identity | Awaitable[Identity | None] | None:
+        try:
+            if self._state_only:
+                state = state_of(record)
+                return identity_from_state(state, record.scope, self.settings.state_attribute)
+            return self.resolver(RequestView(record))
+        except Exception as exc:  # the chain guards each resolver; this guards the rest
+            self._resolver_failed("identity resolution", exc)
+            return None
+
     def resolve_now(self, record: RequestRecord) -> None:
         """Run the sync resolvers while the framework's request objects still exist.
 
@@ -243,11 +257,7 @@ class UsageClient:
         """
         if record.identity_pinned:
             return
-        try:
-            result = self.resolver(RequestView(record))
-        except Exception as exc:
-            self.stats.error("identity resolution", exc)
-            return
+        result = self._resolve(record)
         if inspect.isawaitable(result):
             close = getattr(result, "close", None)
             if close is not None:
@@ -262,11 +272,7 @@ class UsageClient:
         Returns an awaitable only when an async resolver is involved.
         """
         if not record.identity_pinned:
-            try:
-                result = self.resolver(RequestView(record))
-            except Exception as exc:  # the chain guards each resolver; this guards the chain
-                self.stats.error("identity resolution", exc)
-                result = None
+            result = self._resolve(record)
             if result is not None and not isinstance(result, Identity):
                 return self._finish_async(record, result)
             record.identity = result

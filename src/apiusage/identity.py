@@ -127,22 +127,25 @@ def from_state(attribute: str = "user") -> Resolver:
     """
 
     def resolve_from_state(view: RequestView) -> Identity | None:
-        # Runs on every request: plain dict checks first, the Mapping ABC only as a fallback.
-        state = view.state
-        if state:
-            if type(state) is dict or isinstance(state, Mapping):
-                value = state.get(attribute)
-            else:
-                value = getattr(state, attribute, None)
-            if value is not None:
-                found = identity_from_object(value)
-                if found is not None:
-                    return found
-        scope = view.scope
-        user = scope.get("user") if type(scope) is dict else None
-        return None if user is None else identity_from_object(user)
+        return identity_from_state(view.state, view.scope, attribute)
 
     return resolve_from_state
+
+
+def identity_from_state(state: Any, scope: Any, attribute: str = "user") -> Identity | None:
+    """What :func:`from_state` resolves, from the request state and scope themselves."""
+    # Runs on every request: plain dict checks first, the Mapping ABC only as a fallback.
+    if state:
+        if type(state) is dict or isinstance(state, Mapping):
+            value = state.get(attribute)
+        else:
+            value = getattr(state, attribute, None)
+        if value is not None:
+            found = identity_from_object(value)
+            if found is not None:
+                return found
+    user = scope.get("user") if type(scope) is dict else None
+    return None if user is None else identity_from_object(user)
 
 
 def from_api_key(hasher: KeyedHasher, detector: AuthDetector | None = None) -> Resolver:

@@ -16,7 +16,7 @@ from werkzeug.http import parse_cookie
 from apiusage.detect.routes import asgi_route_template
 from apiusage.record import RequestRecord
 
-__all__ = ["RequestView"]
+__all__ = ["RequestView", "state_of"]
 
 
 class RequestView:
@@ -117,12 +117,15 @@ class RequestView:
     def state(self) -> Any:
         """What the app attached to the request: ``request.state`` (ASGI), the environ (WSGI),
         or the adapter's equivalent (Flask ``g``)."""
-        record = self._record
-        if record.state is not None:
-            return record.state
-        if record.transport == "asgi" and isinstance(record.scope, dict):
-            return record.scope.get("state")
-        return None
+        return state_of(self._record)
 
     def __repr__(self) -> str:
         return f"<RequestView {self.method} {self.route or '(no route)'}>"
+
+
+def state_of(record: RequestRecord) -> Any:
+    """The request state of a record: set by an adapter, else the ASGI scope's ``state``."""
+    if record.state is not None:
+        return record.state
+    scope = record.scope
+    return scope.get("state") if record.transport == "asgi" and type(scope) is dict else None

@@ -49,7 +49,7 @@ class WSGIMiddleware:
         self._enabled = self.client.settings.enabled
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "") or "/"
+        path = environ.get("PATH_INFO") or "/"
         if _current_record.get() is not None:  # already recorded by an outer apiusage
             return self.app(environ, start_response)
         if not self._enabled or self.client.is_excluded(path):
@@ -60,14 +60,15 @@ class WSGIMiddleware:
             finally:
                 _current_record.reset(ignored)
 
+        script_name = environ.get("SCRIPT_NAME", "")
         record = RequestRecord(
             transport="wsgi",
             method=environ.get("REQUEST_METHOD", "GET"),
-            path=environ.get("SCRIPT_NAME", "") + path,
+            path=script_name + path,
             query_string=environ.get("QUERY_STRING", ""),
             raw_headers=environ,
             scope=environ,
-            root_path=environ.get("SCRIPT_NAME", ""),
+            root_path=script_name,
             framework=self.framework,
         )
         content_length = environ.get("CONTENT_LENGTH")
@@ -79,89 +80,66 @@ class WSGIMiddleware:
             stream = environ.get("wsgi.input")
             if stream is not None:
                 environ["wsgi.input"] = _CountingInput(stream, record)
-        response_headers: list[tuple[str, str]] = []
 
-        def start_response_recording(
-            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
-        ) -> Callable[[bytes], object]:
-            try:
-                record.status = int(status[:3])
-            except ValueError:
-                record.status = None
-            response_headers[:] = headers
-            if exc_info is None:
-                return start_response(status, headers)
-            return start_response(status, headers, exc_info)
-
+        response = _RecordedResponse(record, start_response, self.client)
         # The request is current only while app code runs (here, and in the body's
         # iteration and close()): a response that is never closed, as with test clients,
         # must not stay current and make every later request in this thread look nested.
         token = _current_record.set(record)
         try:
-            result = self.app(environ, start_response_recording)
+            result = self.app(environ, response.start_response)
         except BaseException as exc:
             _current_record.reset(token)
             record.exception = exception_name(exc)
             if record.status is None:
                 record.status = 500
-            self._finish(record)
+            response.finish()
             raise
         _current_record.reset(token)
         file_wrapper = environ.get("wsgi.file_wrapper")
         if (
-            isinstance(file_wrapper, type)
+            file_wrapper is not None
+            and isinstance(file_wrapper, type)
             and isinstance(result, file_wrapper)
-            and self._hook_file_wrapper(result, record, response_headers)
+            and response.hook_file_wrapper(result)
         ):
             return result
-        return _RecordingBody(result, record, lambda: self._finish(record))
-
-    def _hook_file_wrapper(
-        self,
-        result: Any,
-        record: RequestRecord,
-        headers: list[tuple[str, str]],
-    ) -> bool:
-        """Finish the record when the server closes a file response, without wrapping it."""
-        original_close = getattr(result, "close", None)
-
-        def close() -> None:
-            try:
-                if original_close is not None:
-                    original_close()
-            finally:
-                self._finish(record)
-
-        try:
-            result.close = close
-        except AttributeError:
-            return False
-        for name, value in headers:
-            if name.lower() == "content-length" and value.isdigit():
-                record.response_bytes = int(value)
-        return True
-
-    def _finish(self, record: RequestRecord) -> None:
-        record.finish_timing()
-        self.client.finish_request_blocking(record)
+        response.iterable = result
+        return response
 
 
-class _RecordingBody:
-    """The app's response iterable, counting bytes; finishes the record on ``close()``."""
+class _RecordedResponse:
+    """One request's recorder: wraps ``start_response``, then stands in for the body.
 
-    __slots__ = ("_finish", "_finished", "_iterable", "_record")
+    It counts the body's bytes as the server iterates, and finishes the record on
+    ``close()``, which servers call after the last byte is written.
+    """
 
-    def __init__(
-        self, iterable: Iterable[bytes], record: RequestRecord, finish: Callable[[], None]
-    ) -> None:
-        self._iterable = iterable
+    __slots__ = ("_client", "_finished", "_headers", "_record", "_start_response", "iterable")
+
+    def __init__(self, record: RequestRecord, start_response: StartResponse, client: UsageClient):
         self._record = record
-        self._finish = finish
+        self._start_response = start_response
+        self._client = client
+        self._headers: list[tuple[str, str]] = []
         self._finished = False
+        self.iterable: Iterable[bytes] = ()
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        try:
+            self._record.status = int(status[:3])
+        except ValueError:
+            self._record.status = None
+        self._headers = headers
+        if exc_info is None:
+            return self._start_response(status, headers)
+        return self._start_response(status, headers, exc_info)
 
     def __iter__(self) -> Iterator[bytes]:
         record = self._record
-        iterator = iter(self._iterable)
+        iterator = iter(self.iterable)
         while True:
             # Current while the app makes each chunk: a streamed body may call track().
             token = _current_record.set(record)
@@ -176,18 +154,16 @@ class _RecordingBody:
                 _current_record.reset(token)
             record.response_bytes += len(chunk)
             yield chunk
-        record.finish_timing()
 
     def __len__(self) -> int:
         # Servers use len() of a one-item list to set Content-Length; keep that working.
-        return len(self._iterable)  # type: ignore[arg-type]
+        return len(self.iterable)  # type: ignore[arg-type]
 
     def close(self) -> None:
         if self._finished:
             return
-        self._finished = True
         try:
-            close = getattr(self._iterable, "close", None)
+            close = getattr(self.iterable, "close", None)
             if close is not None:
                 token = _current_record.set(self._record)
                 try:
@@ -195,7 +171,34 @@ class _RecordingBody:
                 finally:
                     _current_record.reset(token)
         finally:
-            self._finish()
+            self.finish()
+
+    def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._record.finish_timing()
+        self._client.finish_request_blocking(self._record)
+
+    def hook_file_wrapper(self, result: Any) -> bool:
+        """Finish when the server closes a file response, leaving the response unwrapped."""
+        original_close = getattr(result, "close", None)
+
+        def close() -> None:
+            try:
+                if original_close is not None:
+                    original_close()
+            finally:
+                self.finish()
+
+        try:
+            result.close = close
+        except AttributeError:
+            return False
+        for name, value in self._headers:
+            if name.lower() == "content-length" and value.isdigit():
+                self._record.response_bytes = int(value)
+        return True
 
 
 class _CountingInput:
