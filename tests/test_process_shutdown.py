@@ -8,11 +8,7 @@ shutdown, or ``atexit`` in each worker) can deliver what the test then finds.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -24,98 +20,18 @@ import httpx
 import pytest
 
 from tests.support.capture_server import CaptureServer
+from tests.support.servers import Server, free_port, server_environment
 
 pytestmark = pytest.mark.process
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "phc_process_test"
 REQUESTS = 20
-START_TIMEOUT = 15.0
-EXIT_TIMEOUT = 15.0
 
 
 @pytest.fixture
 def capture() -> Iterator[CaptureServer]:
     with CaptureServer() as server:
         yield server
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _environment(capture: CaptureServer) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("POSTHOG_", "APIUSAGE_"))
-    }
-    pythonpath = [str(REPO_ROOT)]
-    if env.get("PYTHONPATH"):
-        pythonpath.append(env["PYTHONPATH"])
-    env.update(
-        PYTHONPATH=os.pathsep.join(pythonpath),
-        PYTHONUNBUFFERED="1",
-        POSTHOG_API_KEY=API_KEY,
-        POSTHOG_HOST=capture.url,
-        APIUSAGE_IDENTITY_SECRET="process-test-identity-secret-0123456789",
-        # Nothing is sent on a timer while the test runs: only shutdown can deliver.
-        APIUSAGE_FLUSH_INTERVAL="60",
-    )
-    return env
-
-
-class Server:
-    """A server subprocess in its own process group, with its output kept in a file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], port: int, log: Path) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        self._log_handle = log.open("wb")
-        self.process = subprocess.Popen(
-            args,
-            env=env,
-            stdout=self._log_handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def output(self) -> str:
-        self._log_handle.flush()
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                # /health is excluded from recording, so polling it adds no events.
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"server not ready within {timeout}s:\n{self.output()}")
-
-    def terminate(self, timeout: float = EXIT_TIMEOUT) -> int:
-        """SIGTERM to the server process (as a process manager sends it); its exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"server did not exit within {timeout}s of SIGTERM:\n{self.output()}")
-
-    def kill(self) -> None:
-        """Kill the server and its workers (its process group) if it is still running."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
-        self._log_handle.close()
 
 
 def _send_requests(url: str, callers: list[str], *, concurrency: int = 1) -> list[dict[str, Any]]:
@@ -170,7 +86,7 @@ def _assert_delivered(capture: CaptureServer, callers: list[str], route: str | N
 def test_uvicorn_sigterm_delivers_every_event(
     capture: CaptureServer, tmp_path: Path, lifespan: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     server = Server(
         [
             sys.executable,
@@ -185,7 +101,7 @@ def test_uvicorn_sigterm_delivers_every_event(
             lifespan,
             "--no-access-log",
         ],
-        _environment(capture),
+        server_environment(capture, API_KEY),
         port,
         tmp_path / "uvicorn.log",
     )
@@ -207,7 +123,7 @@ def test_uvicorn_sigterm_delivers_every_event(
 def test_gunicorn_sync_workers_sigterm_delivers_every_event(
     capture: CaptureServer, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     server = Server(
         [
             sys.executable,
@@ -223,7 +139,7 @@ def test_gunicorn_sync_workers_sigterm_delivers_every_event(
             "10",
             "tests.support.proc_wsgi_app:app",
         ],
-        _environment(capture),
+        server_environment(capture, API_KEY),
         port,
         tmp_path / "gunicorn.log",
     )

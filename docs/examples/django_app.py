@@ -13,6 +13,9 @@ in-memory SQLite one, created at import by ``prepare_database()``. Run it with::
     gunicorn --chdir docs/examples django_app:application
     uvicorn --app-dir docs/examples django_app:asgi_application
 
+Under ASGI it uses ``django_apiusage.asgi.get_asgi_application()``: Django's handler, plus
+the ASGI lifespan protocol, so that apiusage delivers what it holds when the server stops.
+
 ``create_app(asgi=False, **apiusage_options)`` returns a new WSGI (or ASGI) handler with
 apiusage options (``sink=...``, ``identity_secret=...``) merged over ``APIUSAGE``. Django
 settings belong to the process, so it applies them to the process, as
@@ -71,7 +74,6 @@ if not settings.configured:
     django.setup()
 
 # Imports that need configured settings.
-from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse  # noqa: E402
@@ -86,6 +88,7 @@ from rest_framework.response import Response  # noqa: E402
 from rest_framework.views import APIView  # noqa: E402
 
 import apiusage  # noqa: E402
+from django_apiusage.asgi import get_asgi_application  # noqa: E402
 
 STREAM_PAUSE = 0.05  # seconds between the chunks of /v1/stream
 

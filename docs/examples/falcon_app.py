@@ -8,7 +8,8 @@ Falcon keeps its route template (``req.uri_template``) and its unhandled errors 
 into 500 responses) to itself, so ``RouteTemplate`` and ``internal_error`` hand both to
 the request's apiusage record; everything else comes from the middleware.
 
-Run it with ``python docs/examples/falcon_app.py`` (wsgiref on port 8000), then::
+Run it with ``python docs/examples/falcon_app.py`` (wsgiref on port 8000), or with
+``gunicorn --chdir docs/examples 'falcon_app:create_app()'``, then::
 
     curl -H 'X-API-Key: key-alice' localhost:8000/v1/items/42
 

@@ -4,7 +4,8 @@ Callers authenticate with an ``X-API-Key`` header; the ``current_user`` dependen
 the user on ``request.state.user``, where apiusage finds the caller (its ``id``) and the
 organisation (its ``organisation_id``) after the response is sent.
 
-Run it with ``python docs/examples/fastapi_app.py`` (uvicorn on port 8000), then::
+Run it with ``python docs/examples/fastapi_app.py`` (uvicorn on port 8000), or with
+``uvicorn --factory --app-dir docs/examples fastapi_app:create_app``, then::
 
     curl -H 'X-API-Key: key-alice' localhost:8000/v1/items/42
 

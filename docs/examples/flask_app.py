@@ -5,7 +5,8 @@ where apiusage finds the caller (its ``id``) and organisation (its ``organisatio
 before the request context is torn down. (With Flask-Login, ``current_user`` is read
 the same way, with nothing to configure.)
 
-Run it with ``python docs/examples/flask_app.py`` (Flask's server on port 8000), then::
+Run it with ``python docs/examples/flask_app.py`` (Flask's server on port 8000), or
+with ``gunicorn --chdir docs/examples 'flask_app:create_app()'``, then::
 
     curl -H 'X-API-Key: key-alice' localhost:8000/v1/items/42
 

@@ -8,7 +8,8 @@ template (``scope["path_template"]``) is picked up as is.
 Litestar turns unhandled errors into 500 responses itself, so the middleware only sees the
 status; the ``after_exception`` hook adds the exception class to the request's record.
 
-Run it with ``python docs/examples/litestar_app.py`` (uvicorn on port 8000), then::
+Run it with ``python docs/examples/litestar_app.py`` (uvicorn on port 8000), or with
+``uvicorn --factory --app-dir docs/examples litestar_app:create_app``, then::
 
     curl -H 'X-API-Key: key-alice' localhost:8000/v1/items/42
 

@@ -5,7 +5,8 @@ Callers authenticate with an ``X-API-Key`` header through Starlette's own
 apiusage reads the caller (its ``id``) and organisation (its ``organisation_id``) from
 there after the response is sent.
 
-Run it with ``python docs/examples/starlette_app.py`` (uvicorn on port 8000), then::
+Run it with ``python docs/examples/starlette_app.py`` (uvicorn on port 8000), or with
+``uvicorn --factory --app-dir docs/examples starlette_app:create_app``, then::
 
     curl -H 'X-API-Key: key-alice' localhost:8000/v1/items/42
 

@@ -1,0 +1,1 @@
+"""End-to-end tests: the example apps of docs/examples/ under real servers, in subprocesses."""
