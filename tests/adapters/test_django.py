@@ -238,3 +238,34 @@ async def test_create_app_gives_an_asgi_handler(project: ModuleType) -> None:
         assert journey.properties["request_id"] == request_event.uuid
     finally:
         client.close(timeout=5)
+
+
+@pytest.mark.anyio
+async def test_asgi_lifespan_shutdown_flushes(project: ModuleType) -> None:
+    """Django refuses lifespan; our handler answers it, so uvicorn's shutdown flushes."""
+    sink = MemorySink()
+    app = await sync_to_async(project.create_app)(
+        asgi=True, sink=sink, identity_secret=IDENTITY_SECRET, flush_interval=3600
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        assert (await http.get("/v1/items/3", headers=ALICE)).status_code == 200
+    assert sink.events == []  # still queued: only the shutdown can deliver it
+
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return inbox.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+    assert [message["type"] for message in sent] == [
+        "lifespan.startup.complete",
+        "lifespan.shutdown.complete",
+    ]
+    (event,) = sink.named("api_request")
+    assert event.properties["route"] == "/v1/items/<int:item_id>"
+    conf.client().close(timeout=5)
