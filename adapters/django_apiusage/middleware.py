@@ -9,6 +9,7 @@ lookup cannot raise ``SynchronousOnlyOperation``.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import Token
 from typing import Any
@@ -17,6 +18,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponseBase
+from django.utils.functional import SimpleLazyObject, empty
 
 from apiusage.config import ConfigurationError
 from apiusage.context import IGNORED_REQUEST, _current_record, current_record
@@ -47,6 +49,20 @@ def record_exception(sender: Any, request: HttpRequest | None = None, **kwargs: 
         record.exception = exception_name(exc)
 
 
+_NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+
+
+def route_template(route: str) -> str:
+    """``resolver_match.route`` with a leading slash; ``re_path`` regexes made readable.
+
+    ``^api/users/(?P<pk>[^/.]+)/$`` (DRF routers, ``re_path``) becomes ``/api/users/<pk>/``.
+    """
+    if "(?P<" in route or "^" in route or "$" in route:
+        route = _NAMED_GROUP.sub(r"<\1>", route).replace("^", "").replace("$", "")
+        route = route.replace("\\.", ".").replace("\\", "")
+    return "/" + route.lstrip("/")
+
+
 def drf_auth_method(authenticator: Any) -> str | None:
     """The auth method of a Django REST Framework authenticator instance."""
     if authenticator is None:
@@ -70,11 +86,16 @@ class _RequestState:
         if self._drf_user is not None:
             return self._drf_user
         request = self._request
-        for cached in ("_cached_user", "_acached_user"):
+        user = request.__dict__.get("user")
+        if user is None:
+            return None  # no AuthenticationMiddleware
+        if not isinstance(user, SimpleLazyObject):
+            return user  # set by the app, a middleware or DRF: what the view saw
+        if user._wrapped is not empty:
+            return user._wrapped
+        for cached in ("_acached_user", "_cached_user"):  # loaded through auser()/get_user()
             if hasattr(request, cached):
                 return getattr(request, cached)
-        if "user" not in request.__dict__:
-            return None  # no AuthenticationMiddleware
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -178,7 +199,7 @@ class ApiUsageMiddleware:
     def _annotate(self, record: RequestRecord, request: HttpRequest) -> None:
         match = getattr(request, "resolver_match", None)
         route = getattr(match, "route", None)
-        record.route = "/" + route.lstrip("/") if isinstance(route, str) else None
+        record.route = route_template(route) if isinstance(route, str) else None
         record.native = request
         record.framework = "django"
 

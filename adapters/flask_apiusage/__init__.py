@@ -25,16 +25,14 @@ _CONFIG_PREFIX = "APIUSAGE_"
 
 
 def flask_login_user(view: RequestView) -> Identity | None:
-    """Resolver: Flask-Login's ``current_user``, when Flask-Login is installed and in use."""
-    try:
-        from flask_login import current_user
-    except ImportError:
-        return None
-    try:
-        user = current_user._get_current_object()
-    except Exception:  # no login manager on this app
-        return None
-    return identity_from_object(user)
+    """Resolver: the user Flask-Login loaded for this request (``current_user``).
+
+    Only a user the app already loaded is read (Flask-Login keeps it in ``g._login_user``):
+    apiusage never runs the user loader, so it adds no database query to any request.
+    """
+    state = view.state
+    user = getattr(state, "_login_user", None) if state is not None else None
+    return identity_from_object(user) if user is not None else None
 
 
 class ApiUsage:

@@ -141,6 +141,13 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as https://us.i.posthog.com")
         return value.rstrip("/")
 
+    @field_validator("identity_secret")
+    @classmethod
+    def _secret_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
     @field_validator("exclude_paths")
     @classmethod
     def _paths_start_with_slash(cls, value: tuple[str, ...]) -> tuple[str, ...]:

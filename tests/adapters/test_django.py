@@ -79,6 +79,7 @@ def test_the_example_project_passes_the_checks(project: ModuleType) -> None:
         ({"SAMPLE_RATE": 5}, "sample_rate (APIUSAGE_SAMPLE_RATE)"),
         ({"IDENTIFY": "no_such_module.resolver"}, "APIUSAGE['IDENTIFY']: cannot import"),
         ({"EVENT_NAMES": "api_call"}, "unknown apiusage setting(s): event_names"),
+        ({"IDENTITY_SECRET": "short"}, "identity_secret (APIUSAGE_IDENTITY_SECRET)"),
     ],
 )
 def test_a_bad_value_is_reported_as_an_error_with_a_hint(
@@ -269,3 +270,35 @@ async def test_asgi_lifespan_shutdown_flushes(project: ModuleType) -> None:
     (event,) = sink.named("api_request")
     assert event.properties["route"] == "/v1/items/<int:item_id>"
     conf.client().close(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("route", "template"),
+    [
+        ("api/v1/items/<int:pk>", "/api/v1/items/<int:pk>"),
+        ("^api/users/(?P<pk>[^/.]+)/$", "/api/users/<pk>/"),  # a DRF router
+        (r"^legacy/(?P<year>[0-9]{4})/(?P<slug>[\w-]+)\.json$", "/legacy/<year>/<slug>.json"),
+        ("", "/"),
+    ],
+)
+def test_route_templates_are_readable(route: str, template: str) -> None:
+    from django_apiusage.middleware import route_template
+
+    assert route_template(route) == template
+
+
+def test_a_replaced_user_wins_over_a_cached_anonymous_one(project: ModuleType) -> None:
+    """A middleware read request.user (caching AnonymousUser), then authenticated the caller."""
+    from django.contrib.auth.models import AnonymousUser
+    from django.test import RequestFactory
+    from django.utils.functional import SimpleLazyObject
+
+    from django_apiusage.middleware import _RequestState
+
+    request = RequestFactory().get("/v1/items/1")
+    request._cached_user = AnonymousUser()  # type: ignore[attr-defined]
+    request.user = SimpleLazyObject(lambda: request._cached_user)  # type: ignore[attr-defined]
+    assert _RequestState(request, None).user.is_anonymous
+    real = new_user()
+    request.user = real
+    assert _RequestState(request, None).user == real
