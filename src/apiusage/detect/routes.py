@@ -22,17 +22,25 @@ def _mount_prefix(scope: Mapping[str, Any], entry_root_path: str) -> str:
 
 def _walk_router(routes: Any, scope: dict[str, Any]) -> str | None:
     """Re-match the request against a Starlette router (Starlette < 1.7 sets no scope["route"])."""
+    partial: tuple[Any, dict[str, Any]] | None = None
     for route in routes:
         match, child_scope = route.matches(scope)
-        if getattr(match, "name", None) != "FULL":
+        kind = getattr(match, "name", None)
+        if kind == "PARTIAL" and partial is None:
+            partial = (route, child_scope)  # the path matches, the method does not: a 405
+        if kind != "FULL":
             continue
-        inner_routes = getattr(route, "routes", None)
-        if inner_routes and getattr(route, "endpoint", None) is None:  # a Mount of a router
-            inner = _walk_router(inner_routes, {**scope, **child_scope})
-            return None if inner is None else route.path.rstrip("/") + inner
-        template = getattr(route, "path_format", None) or getattr(route, "path", None)
-        return template if isinstance(template, str) else None
-    return None
+        return _template_of(route, child_scope, scope)
+    return _template_of(partial[0], partial[1], scope) if partial is not None else None
+
+
+def _template_of(route: Any, child_scope: dict[str, Any], scope: dict[str, Any]) -> str | None:
+    inner_routes = getattr(route, "routes", None)
+    if inner_routes and getattr(route, "endpoint", None) is None:  # a Mount of a router
+        inner = _walk_router(inner_routes, {**scope, **child_scope})
+        return None if inner is None else route.path.rstrip("/") + inner
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return template if isinstance(template, str) else None
 
 
 def asgi_route_template(
