@@ -26,8 +26,10 @@ was configured last.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -224,8 +226,21 @@ urlpatterns = [
 
 
 def prepare_database() -> None:
-    """Create the tables (auth, sessions, DRF tokens) in the in-memory database."""
-    call_command("migrate", run_syncdb=True, verbosity=0)
+    """Create the tables (auth, sessions, DRF tokens) in the in-memory database.
+
+    Some ASGI servers import the app inside their event loop, where Django refuses
+    database work, so then the migration runs in a thread of its own.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        call_command("migrate", run_syncdb=True, verbosity=0)
+        return
+    migration = threading.Thread(
+        target=call_command, args=("migrate",), kwargs={"run_syncdb": True, "verbosity": 0}
+    )
+    migration.start()
+    migration.join()
 
 
 def apiusage_settings(**apiusage_options: Any) -> dict[str, Any]:
