@@ -115,7 +115,7 @@ class BackgroundDelivery:
         queue.append(item)
         if self._thread is None:
             self._start()
-        elif len(queue) >= self._batch_size:
+        elif len(queue) == self._batch_size:  # wake the worker once per full batch
             self._wakeup.set()
         return True
 

@@ -52,14 +52,15 @@ def asgi_route_template(
     ``include_router`` prefixes), Litestar's ``path_template``, and Starlette's
     ``scope["route"]`` (FastAPI < 0.137 too).
     """
+    # Runs once per request: cheap None checks before any type check.
     fastapi_scope = scope.get("fastapi")
-    if isinstance(fastapi_scope, Mapping):
+    if fastapi_scope is not None and isinstance(fastapi_scope, Mapping):
         context = fastapi_scope.get("effective_route_context")
         path_format = getattr(context, "path_format", None)
         if isinstance(path_format, str) and path_format:
             return _mount_prefix(scope, entry_root_path) + path_format
     template = scope.get("path_template")
-    if isinstance(template, str) and template:
+    if template is not None and isinstance(template, str) and template:
         return template
     route = scope.get("route")
     if route is None:
@@ -74,7 +75,10 @@ def asgi_route_template(
     path_format = getattr(route, "path_format", None) or getattr(route, "path", None)
     if not isinstance(path_format, str):
         return None
-    if getattr(route, "endpoint", None) is None and status == 404:
+    if status == 404 and getattr(route, "endpoint", None) is None:
         # A mount that matched a prefix but whose app found nothing: no route.
         return None
+    root_path = scope.get("root_path")
+    if not root_path or root_path == entry_root_path:
+        return path_format or "/"
     return (_mount_prefix(scope, entry_root_path) + path_format) or "/"

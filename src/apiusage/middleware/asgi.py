@@ -78,14 +78,14 @@ class ASGIMiddleware:
             return
 
         record = RequestRecord(
-            transport="asgi",
-            method=scope["method"],
-            path=scope["path"],
-            query_string=scope.get("query_string", b""),
-            raw_headers=scope.get("headers", ()),
-            scope=scope,
-            root_path=scope.get("root_path", ""),
-            framework=self.framework,
+            "asgi",
+            scope["method"],
+            scope["path"],
+            scope.get("query_string", b""),
+            scope.get("headers", ()),
+            scope,
+            scope.get("root_path", ""),
+            self.framework,
         )
 
         async def receive_recording() -> ASGIReceiveEvent:
@@ -97,11 +97,12 @@ class ASGIMiddleware:
             return message
 
         async def send_recording(message: ASGISendEvent) -> None:
-            if message["type"] == "http.response.body":
+            kind = message["type"]
+            if kind == "http.response.body":
                 record.response_bytes += len(message.get("body", b""))
                 if not message.get("more_body", False):
                     record.finish_timing()
-            elif message["type"] == "http.response.start":
+            elif kind == "http.response.start":
                 record.status = message["status"]
             try:
                 await send(message)

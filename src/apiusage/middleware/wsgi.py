@@ -62,14 +62,14 @@ class WSGIMiddleware:
 
         script_name = environ.get("SCRIPT_NAME", "")
         record = RequestRecord(
-            transport="wsgi",
-            method=environ.get("REQUEST_METHOD", "GET"),
-            path=script_name + path,
-            query_string=environ.get("QUERY_STRING", ""),
-            raw_headers=environ,
-            scope=environ,
-            root_path=script_name,
-            framework=self.framework,
+            "wsgi",
+            environ.get("REQUEST_METHOD", "GET"),
+            script_name + path,
+            environ.get("QUERY_STRING", ""),
+            environ,
+            environ,
+            script_name,
+            self.framework,
         )
         content_length = environ.get("CONTENT_LENGTH")
         if content_length:
