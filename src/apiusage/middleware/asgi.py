@@ -97,12 +97,11 @@ class ASGIMiddleware:
             return message
 
         async def send_recording(message: ASGISendEvent) -> None:
-            kind = message["type"]
-            if kind == "http.response.body":
+            if message["type"] == "http.response.body":
                 record.response_bytes += len(message.get("body", b""))
                 if not message.get("more_body", False):
                     record.finish_timing()
-            elif kind == "http.response.start":
+            elif message["type"] == "http.response.start":
                 record.status = message["status"]
             try:
                 await send(message)
