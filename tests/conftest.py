@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +30,27 @@ def recording() -> Iterator[tuple[apiusage.UsageClient, MemorySink]]:
     client, sink = recording_client()
     yield client, sink
     client.close(timeout=5)
+
+
+MakeClient = Callable[..., tuple[apiusage.UsageClient, MemorySink]]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio (anyio's pytest plugin)."""
+    return "asyncio"
+
+
+@pytest.fixture
+def make_client() -> Iterator[MakeClient]:
+    """Recording clients with custom settings, all closed after the test."""
+    clients: list[apiusage.UsageClient] = []
+
+    def make(**settings: Any) -> tuple[apiusage.UsageClient, MemorySink]:
+        client, sink = recording_client(**settings)
+        clients.append(client)
+        return client, sink
+
+    yield make
+    for client in clients:
+        client.close(timeout=5)

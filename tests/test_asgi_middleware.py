@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ import apiusage.client
 from apiusage import ASGIMiddleware, Identity, RequestView, ResolverChain
 from apiusage.events import Event
 from apiusage.sinks.memory import MemorySink
-from apiusage.testing import recording_client
+from tests.conftest import MakeClient
 from tests.support.apps import (
     BASIC,
     JWT,
@@ -32,28 +32,6 @@ from tests.support.apps import (
 )
 
 pytestmark = pytest.mark.anyio
-
-MakeClient = Callable[..., tuple[apiusage.UsageClient, MemorySink]]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def make_client() -> Iterator[MakeClient]:
-    """Recording clients with custom settings, all closed after the test."""
-    clients: list[apiusage.UsageClient] = []
-
-    def make(**settings: Any) -> tuple[apiusage.UsageClient, MemorySink]:
-        client, sink = recording_client(**settings)
-        clients.append(client)
-        return client, sink
-
-    yield make
-    for client in clients:
-        client.close(timeout=5)
 
 
 def requests_of(client: apiusage.UsageClient, sink: MemorySink) -> list[Event]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from types import SimpleNamespace
 from typing import Any
@@ -21,34 +20,14 @@ from apiusage import ASGIMiddleware, Identity, KeyedHasher, from_header, from_st
 from apiusage.record import RequestRecord
 from apiusage.request_view import RequestView
 from apiusage.sinks.memory import MemorySink
-from apiusage.testing import recording_client
+from tests.conftest import MakeClient
 from tests.support.apps import BASIC, JWT, asgi_client, starlette_app
 
 pytestmark = pytest.mark.anyio
 
-MakeClient = Callable[..., tuple[apiusage.UsageClient, MemorySink]]
 KEY_ID = re.compile(r"key_[0-9a-f]{32}")
 SECRET_A = "identity-secret-aaaaaaaaaaaaaaaa"
 SECRET_B = "identity-secret-bbbbbbbbbbbbbbbb"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def make_client() -> Iterator[MakeClient]:
-    clients: list[apiusage.UsageClient] = []
-
-    def make(**settings: Any) -> tuple[apiusage.UsageClient, MemorySink]:
-        client, sink = recording_client(**settings)
-        clients.append(client)
-        return client, sink
-
-    yield make
-    for client in clients:
-        client.close(timeout=5)
 
 
 def state_view(

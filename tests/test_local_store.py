@@ -23,11 +23,6 @@ pytestmark = pytest.mark.anyio
 SECRET = "local-store-tests-identity-secret"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class TeeSink:
     """Sends every batch to the local store and to memory, to compare the two."""
 

@@ -36,11 +36,6 @@ Event = dict[str, Any]
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def server() -> Iterator[CaptureServer]:
     with CaptureServer() as capture:
         yield capture

@@ -7,7 +7,7 @@ import threading
 import time
 import wsgiref.simple_server
 import wsgiref.util
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from apiusage import Identity, RequestView, WSGIMiddleware
 from apiusage.context import current_record
 from apiusage.events import Event
 from apiusage.sinks.memory import MemorySink
-from apiusage.testing import recording_client
+from tests.conftest import MakeClient
 from tests.support.apps import (
     STREAM_CHUNKS,
     STREAM_PAUSE,
@@ -31,28 +31,12 @@ from tests.support.apps import (
     plain_wsgi_app,
 )
 
-MakeClient = Callable[..., tuple[apiusage.UsageClient, MemorySink]]
-
 
 @pytest.fixture(autouse=True)
 def no_leaked_request() -> Iterator[None]:
     """Every response is closed, so no request record may outlive its test."""
     yield
     assert current_record() is None
-
-
-@pytest.fixture
-def make_client() -> Iterator[MakeClient]:
-    clients: list[apiusage.UsageClient] = []
-
-    def make(**settings: Any) -> tuple[apiusage.UsageClient, MemorySink]:
-        client, sink = recording_client(**settings)
-        clients.append(client)
-        return client, sink
-
-    yield make
-    for client in clients:
-        client.close(timeout=5)
 
 
 def requests_of(client: apiusage.UsageClient, sink: MemorySink) -> list[Event]:

@@ -47,29 +47,19 @@ class Stats:
         with self._lock:
             setattr(self, counter, getattr(self, counter) + amount)
 
-    @property
-    def dropped(self) -> int:
-        """Events accepted and then lost, for any reason."""
-        return (
-            self.dropped_queue_full
-            + self.dropped_delivery_failed
-            + self.dropped_at_shutdown
-            + self.dropped_build_failed
-        )
-
     def snapshot(self) -> dict[str, int]:
-        """The counters as a plain dict (for logs, health endpoints and tests)."""
+        """The counters as a plain dict (for logs, health endpoints and tests).
+
+        ``dropped`` is their sum over every reason an accepted event was lost.
+        """
         with self._lock:
             values = {
                 name: value
                 for name, value in vars(self).items()
                 if not name.startswith("_") and isinstance(value, int)
             }
-        values["dropped"] = (
-            values["dropped_queue_full"]
-            + values["dropped_delivery_failed"]
-            + values["dropped_at_shutdown"]
-            + values["dropped_build_failed"]
+        values["dropped"] = sum(
+            value for name, value in values.items() if name.startswith("dropped_")
         )
         return values
 

@@ -39,11 +39,6 @@ MIDDLEWARE = "django_apiusage.middleware.ApiUsageMiddleware"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def project() -> ModuleType:
     """The example project (configures Django's settings on first use)."""
     return load_example("django_app")
