@@ -131,7 +131,8 @@ class UsageClient:
         fallbacks: list[Resolver] = []
         if settings.caller_header:
             fallbacks.append(from_header(settings.caller_header))
-        fallbacks.append(from_api_key(KeyedHasher(self._identity_secret()), self.auth_detector))
+        hasher = KeyedHasher(self._identity_secret(posthog_client))
+        fallbacks.append(from_api_key(hasher, self.auth_detector))
         self.fallback_resolver = ResolverChain(fallbacks, on_error=self._resolver_failed)
         self.builder = EventBuilder(
             event_name=settings.event_name,
@@ -200,23 +201,20 @@ class UsageClient:
         )
         return sink
 
-    def _identity_secret(self) -> bytes:
+    def _identity_secret(self, posthog_client: Any) -> bytes:
         settings = self.settings
         if not settings.enabled:
             return secrets.token_bytes(32)  # nothing is recorded: keep no secret file either
-        if settings.identity_secret is not None:
-            secret = settings.identity_secret.get_secret_value().encode()
-            if len(secret) < 16:
-                raise ConfigurationError(
-                    "identity_secret (APIUSAGE_IDENTITY_SECRET): must be at least 16 characters"
-                )
-            return secret
-        if settings.uses_posthog and settings.posthog_api_key is not None:
+        if settings.identity_secret is not None:  # validated: at least 16 characters
+            return settings.identity_secret.get_secret_value().encode()
+        key = getattr(posthog_client, "api_key", None)
+        if not isinstance(key, str) and settings.posthog_api_key is not None:
+            key = settings.posthog_api_key.get_secret_value()
+        if key:
             logger.warning(
                 "apiusage: APIUSAGE_IDENTITY_SECRET is not set; API-key identities are keyed "
                 "with a hash of the PostHog project key. Set a secret of your own."
             )
-            key = settings.posthog_api_key.get_secret_value()
             return hashlib.sha256(b"apiusage identity v1\0" + key.encode()).digest()
         return _local_secret(settings.store.resolve().parent / "identity_secret")
 
