@@ -666,3 +666,30 @@ async def test_track_and_identify_are_ignored_where_nothing_is_recorded(
     assert client.flush()
     assert sink.events == []
     assert client.stats.snapshot()["calls_rejected"] == 0
+
+
+async def test_annotate_hands_over_what_only_the_framework_knows(make_client: MakeClient) -> None:
+    """apiusage.annotate(): the glue for frameworks without an adapter."""
+
+    class FrameworkError(Exception):
+        pass
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        apiusage.annotate(route="/v1/orders/{order_id}")
+        try:
+            raise FrameworkError("turned into a 500 by the framework")
+        except FrameworkError as exc:
+            apiusage.annotate(exception=exc)
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": b"oops"})
+
+    client, sink = make_client()
+    async with asgi_client(ASGIMiddleware(app, client=client)) as http:
+        assert (await http.get("/v1/orders/7")).status_code == 500
+    apiusage.annotate(route="/ignored")  # outside a request: nothing happens
+    [event] = requests_of(client, sink)
+    assert event.properties["route"] == "/v1/orders/{order_id}"
+    assert event.properties["exception"].endswith(
+        "test_annotate_hands_over_what_only_the_framework_knows.<locals>.FrameworkError"
+    )
+    assert event.properties["status_code"] == 500

@@ -22,8 +22,7 @@ from django.utils.functional import SimpleLazyObject, empty
 
 from apiusage.config import ConfigurationError
 from apiusage.context import IGNORED_REQUEST, _current_record, current_record
-from apiusage.middleware._common import exception_name
-from apiusage.record import RequestRecord
+from apiusage.record import RequestRecord, exception_name
 from django_apiusage import conf
 
 __all__ = ["ApiUsageMiddleware", "drf_auth_method", "record_exception"]

@@ -15,7 +15,7 @@ from flask import Flask, g, got_request_exception, request
 from apiusage import Identity, UsageClient, WSGIMiddleware
 from apiusage.context import current_record
 from apiusage.identity import Resolver, identity_from_object
-from apiusage.middleware._common import exception_name
+from apiusage.record import exception_name
 from apiusage.request_view import RequestView
 from apiusage.sinks.base import Sink
 

@@ -28,7 +28,6 @@ from typing import Any
 import falcon
 
 import apiusage
-from apiusage.context import current_record
 
 STREAM_PAUSE = 0.05  # seconds between the chunks of /v1/stream
 
@@ -54,16 +53,12 @@ class RouteTemplate:
     """Falcon middleware: the matched route template (``/v1/items/{item_id:int}``)."""
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, *_: Any) -> None:
-        record = current_record()
-        if record is not None:
-            record.route = req.uri_template
+        apiusage.annotate(route=req.uri_template)
 
 
 def internal_error(req: falcon.Request, resp: falcon.Response, exc: Exception, _: Any) -> None:
     """Falcon's default for unhandled errors (a 500), noting the error class first."""
-    record = current_record()
-    if record is not None:
-        record.exception = type(exc).__qualname__
+    apiusage.annotate(exception=exc)
     raise falcon.HTTPInternalServerError()
 
 

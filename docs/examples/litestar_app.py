@@ -33,7 +33,6 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.response import Stream
 
 import apiusage
-from apiusage.context import current_record
 
 STREAM_PAUSE = 0.05  # seconds between the chunks of /v1/stream
 
@@ -118,9 +117,8 @@ async def health() -> dict[str, str]:
 
 async def note_exception(exc: Exception, scope: Any) -> None:
     """Litestar's ``after_exception`` hook: put an unhandled error's class on the record."""
-    record = current_record()
-    if record is not None and not isinstance(exc, HTTPException):
-        record.exception = type(exc).__qualname__
+    if not isinstance(exc, HTTPException):
+        apiusage.annotate(exception=exc)
 
 
 v1 = Router("/v1", route_handlers=[get_item, create_project, signup, stream, boom])

@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 from apiusage.client import UsageClient, get_client
 from apiusage.config import ConfigurationError, Settings
-from apiusage.context import identify, track
+from apiusage.context import annotate, identify, track
 from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate
 from apiusage.identity import (
     Identity,
@@ -36,6 +36,7 @@ __all__ = [
     "UsageClient",
     "WSGIMiddleware",
     "__version__",
+    "annotate",
     "flush",
     "from_api_key",
     "from_header",

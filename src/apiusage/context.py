@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from apiusage.health import Stats
 from apiusage.identity import Identity
-from apiusage.record import JourneyEvent, RequestRecord
+from apiusage.record import JourneyEvent, RequestRecord, exception_name
 
 if TYPE_CHECKING:
     from apiusage.client import UsageClient
 
-__all__ = ["IGNORED_REQUEST", "current_record", "identify", "track"]
+__all__ = ["IGNORED_REQUEST", "annotate", "current_record", "identify", "track"]
 
 _current_record: ContextVar[RequestRecord | None] = ContextVar("apiusage_request", default=None)
 
@@ -135,3 +135,24 @@ def identify(
         _rejected(None, "apiusage.identify()", "apiusage is not set up in this process")
     else:
         client.record_identity(identity)
+
+
+_UNCHANGED: Any = object()
+
+
+def annotate(*, route: str | None = _UNCHANGED, exception: BaseException | None = None) -> None:
+    """Tell apiusage what only the framework knows, for frameworks without an adapter.
+
+    Call it from a framework hook or middleware during the request: ``route`` is the
+    matched route template (from the framework's route object, never the raw path;
+    ``None`` when nothing matched), ``exception`` an unhandled error the framework turned
+    into a response itself (only its class is recorded). Outside a recorded request it
+    does nothing.
+    """
+    record = current_record()
+    if record is None:
+        return
+    if route is not _UNCHANGED:
+        record.route = route
+    if exception is not None:
+        record.exception = exception_name(exception)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from apiusage.identity import Identity
 
-__all__ = ["JourneyEvent", "RequestRecord"]
+__all__ = ["JourneyEvent", "RequestRecord", "exception_name"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +97,18 @@ class RequestRecord:
             self.journey = [event]
         else:
             self.journey.append(event)
+
+
+def exception_name(exc: BaseException) -> str:
+    """``ValueError`` for built-ins, ``package.module.Error`` otherwise.
+
+    A group of one exception (what anyio task groups raise in older Starlette) is named
+    after the exception inside it: that is the error the app raised.
+    """
+    inner = getattr(exc, "exceptions", None)  # an exception group (or its 3.10 backport)
+    while isinstance(inner, tuple) and len(inner) == 1 and isinstance(inner[0], BaseException):
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    kind = type(exc)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"

@@ -15,8 +15,8 @@ from typing import Any
 from apiusage.client import UsageClient
 from apiusage.context import IGNORED_REQUEST, _current_record
 from apiusage.identity import Resolver
-from apiusage.middleware._common import exception_name, make_client
-from apiusage.record import RequestRecord
+from apiusage.middleware._common import make_client
+from apiusage.record import RequestRecord, exception_name
 from apiusage.sinks.base import Sink
 
 __all__ = ["WSGIMiddleware"]
