@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import inspect
 import os
 import secrets
 import threading
@@ -256,7 +255,7 @@ class UsageClient:
         if record.identity_pinned:
             return
         result = self._resolve(record)
-        if inspect.isawaitable(result):
+        if result is not None and not isinstance(result, Identity):  # an async resolver
             close = getattr(result, "close", None)
             if close is not None:
                 close()  # not awaited here: the resolvers run again at the end of the request
@@ -282,8 +281,8 @@ class UsageClient:
     ) -> None:
         try:
             record.identity = await pending
-        except Exception as exc:
-            self.stats.error("identity resolution", exc)
+        except Exception as exc:  # the chain guards each resolver; this guards the rest
+            self._resolver_failed("identity resolution", exc)
         self.submit(record)
 
     def finish_request_blocking(self, record: RequestRecord) -> None:

@@ -156,8 +156,10 @@ def from_api_key(hasher: KeyedHasher, detector: AuthDetector | None = None) -> R
     skipped: they rotate, so their hash would not be a stable identity.
     """
 
+    find = (detector or AuthDetector()).credential
+
     def resolve_from_api_key(view: RequestView) -> Identity | None:
-        credential = (detector or AuthDetector()).credential(view)
+        credential = find(view)
         return Identity(hasher(credential)) if credential else None
 
     return resolve_from_api_key
