@@ -12,11 +12,18 @@ from typing import Any
 
 import pytest
 
+import apiusage
 from apiusage import ASGIMiddleware, UsageClient
 from apiusage.events import Event, GroupUpdate
 from apiusage.record import JourneyEvent
 from apiusage.sinks.memory import MemorySink
-from apiusage.sinks.store import STORE_SCHEMA_VERSION, LocalStoreSink, connect
+from apiusage.sinks.store import (
+    COLUMN_PROPERTIES,
+    STORE_SCHEMA_VERSION,
+    LocalStoreSink,
+    StoreVersionError,
+    connect,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -69,29 +76,36 @@ async def test_events_land_with_the_same_properties(tmp_path: Path) -> None:
 
     expected = {event.uuid: event for event in sink.memory.events}
     assert len(expected) == 6  # 4 requests, 1 track, 1 signed_in, and nothing else
+    columns = ", ".join(COLUMN_PROPERTIES)
     stored = rows(
         path,
-        "SELECT uuid, event, distinct_id, timestamp, properties, groups, person_properties, "
-        "personless FROM events",
+        f"SELECT uuid, event, distinct_id, timestamp, properties, groups, person_properties, "
+        f"personless, {columns} FROM events",
     )
     assert len(stored) == len(expected)
-    for uuid, name, distinct_id, timestamp, properties, groups, person, personless in stored:
+    for uuid, name, distinct_id, timestamp, properties, groups, person, personless, *cols in stored:
         event = expected[uuid]
         assert (name, distinct_id, timestamp) == (event.name, event.distinct_id, event.timestamp)
-        assert json.loads(properties) == event.properties
-        assert json.loads(groups) == event.groups
-        assert json.loads(person) == event.person_properties
+        # The properties reports group by are columns; the rest stay JSON. Together: all.
+        in_columns = {
+            name: value
+            for name, value in zip(COLUMN_PROPERTIES, cols, strict=True)
+            if name in event.properties
+        }
+        assert not set(json.loads(properties)) & set(COLUMN_PROPERTIES)
+        assert {**json.loads(properties), **in_columns} == event.properties
+        assert (json.loads(groups) if groups else {}) == event.groups
+        assert (json.loads(person) if person else {}) == event.person_properties
         assert bool(personless) is event.personless
-    assert rows(path, "SELECT group_type, group_key, properties FROM groups") == [
-        ("organisation", "acme", '{"plan": "pro"}')
+    assert rows(path, "SELECT group_type, group_key, json(properties) FROM groups") == [
+        ("organisation", "acme", '{"plan":"pro"}')
     ]
-    assert rows(path, "SELECT distinct_id, properties FROM persons") == [
-        ("alice", '{"email": "alice@example.com"}')
+    assert rows(path, "SELECT distinct_id, json(properties) FROM persons") == [
+        ("alice", '{"email":"alice@example.com"}')
     ]
     routes = rows(
         path,
-        "SELECT json_extract(properties, '$.route'), json_extract(properties, '$.status_code') "
-        "FROM events WHERE event = 'api_request' ORDER BY timestamp",
+        "SELECT route, status_code FROM events WHERE event = 'api_request' ORDER BY timestamp",
     )
     assert routes == [
         ("/v1/items/{item_id}", 200),
@@ -114,6 +128,7 @@ def test_inserts_are_idempotent_on_uuid(tmp_path: Path) -> None:
     assert rows(
         path, "SELECT json_extract(properties, '$.i') FROM events WHERE uuid = 'uuid-0'"
     ) == [(0,)]
+    assert rows(path, "SELECT DISTINCT route FROM events") == [("/v1/x",)]
 
 
 def test_group_and_person_properties_are_merged(tmp_path: Path) -> None:
@@ -206,3 +221,104 @@ def test_event_dataclass_round_trip_is_complete() -> None:
         "person_properties",
         "personless",
     }
+
+
+# A store as apiusage 0.1 (layout version 1) wrote it: every property in the JSON.
+_VERSION_1_LAYOUT = """
+CREATE TABLE events (
+    uuid TEXT PRIMARY KEY, event TEXT NOT NULL, distinct_id TEXT NOT NULL,
+    timestamp REAL NOT NULL, properties TEXT NOT NULL, groups TEXT NOT NULL,
+    person_properties TEXT NOT NULL, personless INTEGER NOT NULL
+);
+CREATE INDEX events_by_name_time ON events (event, timestamp);
+CREATE TABLE groups (group_type TEXT NOT NULL, group_key TEXT NOT NULL,
+    properties TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (group_type, group_key));
+CREATE TABLE persons (distinct_id TEXT PRIMARY KEY, properties TEXT NOT NULL,
+    updated_at REAL NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1');
+"""
+
+
+def _version_1_store(path: Path) -> dict[str, Any]:
+    request = {
+        "method": "GET",
+        "route": "/v1/items/{item_id}",
+        "status_code": 200,
+        "duration_ms": 1.25,
+        "api_version": "v1",
+        "auth_method": "api_key",
+        "client_library": "curl",
+        "client_library_version": "8.5",
+        "organisation": "acme",
+        "request_id": "r1",
+        "schema_version": 1,
+    }
+    with sqlite3.connect(path) as db:
+        db.executescript(_VERSION_1_LAYOUT)
+        db.execute(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                "r1",
+                "api_request",
+                "alice",
+                1.5,
+                json.dumps(request),
+                '{"organisation": "acme"}',
+                "{}",
+                0,
+            ),
+        )
+        db.execute(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ("j1", "signup", "alice", 2.5, '{"plan": "pro"}', "{}", '{"email": "a@x"}', 0),
+        )
+        db.execute("INSERT INTO groups VALUES ('organisation', 'acme', '{}', 1.0)")
+    return request
+
+
+def test_a_version_1_store_is_migrated_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite3"
+    request = _version_1_store(path)
+    sink = LocalStoreSink(path)
+    sink.send([make_event("new-1")], [])
+    sink.close(1)
+    assert rows(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    columns = ", ".join(COLUMN_PROPERTIES)
+    [migrated] = rows(path, f"SELECT {columns}, properties, groups FROM events WHERE uuid='r1'")
+    *values, rest, groups = migrated
+    assert dict(zip(COLUMN_PROPERTIES, values, strict=False)) == {
+        name: request[name] for name in COLUMN_PROPERTIES
+    }
+    assert json.loads(rest) == {"request_id": "r1", "schema_version": 1}
+    assert json.loads(groups) == {"organisation": "acme"}
+    assert rows(
+        path, "SELECT properties, groups, person_properties FROM events WHERE uuid='j1'"
+    ) == [('{"plan":"pro"}', None, '{"email": "a@x"}')]
+    assert rows(path, "SELECT count(*) FROM events") == [(3,)]
+    assert rows(path, "SELECT count(*) FROM groups") == [(1,)]
+    indexes = {name for (name,) in rows(path, "SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"events_by_name_time", "events_by_organisation"} <= indexes
+
+
+def test_a_report_migrates_a_version_1_store_before_reading(tmp_path: Path) -> None:
+    from apiusage.report import summarise
+
+    path = tmp_path / "events.sqlite3"
+    _version_1_store(path)
+    summary = summarise(path)
+    assert summary.total_requests == 1
+    assert summary.organisations == 1
+    by_route = summary.breakdowns[0]
+    assert by_route.rows == [("GET /v1/items/{item_id}", 1, 0)]
+
+
+def test_a_store_from_a_newer_apiusage_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite3"
+    LocalStoreSink(path).close(1)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreVersionError, match="newer"):
+        LocalStoreSink(path)
+    with pytest.raises(apiusage.ConfigurationError, match="APIUSAGE_STORE"):
+        UsageClient(store=path, identity_secret=SECRET)

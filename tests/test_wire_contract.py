@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import platform
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -215,8 +217,13 @@ async def test_api_request_and_journey_event_reach_posthog(
     assert properties["$groups"] == {"organisation": "acme"}
     assert properties["$set"] == {"email": "ada@acme.test"}
     assert "$process_person_profile" not in properties
-    assert properties["$lib"] == "posthog-python"
-    assert properties["$lib_version"] == posthog.VERSION
+    assert properties["$lib"] == "apiusage-python"
+    assert properties["$lib_version"] == apiusage.__version__
+    # What capture() adds for a server-side SDK: no geolocation of our server, the runtime.
+    assert properties["$geoip_disable"] is True
+    assert properties["$python_version"] == "{}.{}.{}".format(*sys.version_info[:3])
+    assert properties["$python_runtime"] == platform.python_implementation()
+    assert properties["$os"]
     # Timestamps are the request's start, in UTC, in ISO form.
     started = _timestamp(request_event)
     assert before - timedelta(milliseconds=1) <= started <= after + timedelta(milliseconds=1)
@@ -249,7 +256,7 @@ async def test_api_request_and_journey_event_reach_posthog(
     assert batch.headers["content-encoding"] == "gzip"
     assert batch.raw_body[:2] == b"\x1f\x8b"
     assert batch.headers["content-type"] == "application/json"
-    assert batch.headers["user-agent"].startswith("posthog-python/")
+    assert batch.headers["user-agent"] == f"apiusage-python/{apiusage.__version__}"
     assert batch.payload["api_key"] == API_KEY
     assert batch.payload["historical_migration"] is False
     sent_at = datetime.fromisoformat(batch.payload["sent_at"])

@@ -18,7 +18,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from apiusage.builder import Built, EventBuilder
+from apiusage.builder import EventBuilder
 from apiusage.config import ConfigurationError, Settings, load_settings
 from apiusage.delivery import BackgroundDelivery, Delivery
 from apiusage.detect.auth import AuthDetector
@@ -35,7 +35,8 @@ from apiusage.identity import (
     from_state,
     identity_from_state,
 )
-from apiusage.record import JourneyEvent, RequestRecord
+from apiusage.pipeline import EventPipeline
+from apiusage.record import IdentifyCall, JourneyEvent, RequestRecord
 from apiusage.request_view import RequestView, state_of
 from apiusage.sinks.base import Sink
 from apiusage.sinks.discard import DiscardSink
@@ -66,14 +67,6 @@ def get_client() -> UsageClient:
             "to your app, or create an apiusage.UsageClient(), before calling track()/identify()"
         )
     return client
-
-
-class _IdentifyCall:
-    __slots__ = ("identity", "timestamp")
-
-    def __init__(self, identity: Identity) -> None:
-        self.identity = identity
-        self.timestamp = time.time()
 
 
 def _as_resolvers(identify: Resolver | Sequence[Resolver] | None) -> list[Resolver]:
@@ -146,10 +139,12 @@ class UsageClient:
             sample_rate=settings.sample_rate,
             route_sample_rates=settings.route_sample_rates,
         )
+        self.pipeline = EventPipeline(self.builder, self.fallback_resolver, self.sink, self.stats)
         self.delivery: Delivery = BackgroundDelivery(
-            self._process,
+            self.pipeline.process,
             self.stats,
             max_queue_size=settings.max_queue_size,
+            max_queue_bytes=settings.max_queue_bytes,
             batch_size=settings.batch_size,
             flush_interval=settings.flush_interval,
             after_fork=self._after_fork,
@@ -160,6 +155,7 @@ class UsageClient:
         self._excluded_exact = frozenset(exact)
         self._excluded_prefixes = tuple(p for p in settings.exclude_paths if p.endswith("/"))
         self._environ_keys = _environ_keys(settings)
+        self._header_names = frozenset(name.encode("latin-1") for name in _header_names(settings))
         self._closed = False
         atexit.register(self.close)
         global _default_client
@@ -173,17 +169,25 @@ class UsageClient:
         if not settings.enabled:
             return DiscardSink()
         if posthog_client is not None:
-            return PostHogSink(posthog_client)
+            if (
+                getattr(posthog_client, "disabled", False)
+                or getattr(posthog_client, "send", True) is False
+            ):
+                logger.info("apiusage: the posthog_client given is disabled; nothing is sent")
+                return DiscardSink()
+            try:
+                return PostHogSink.from_client(posthog_client, stats=self.stats)
+            except ValueError as exc:
+                raise ConfigurationError(f"posthog_client: {exc}") from None
         if settings.uses_posthog:
             assert settings.posthog_api_key is not None
             logger.info("apiusage: sending events to PostHog at %s", settings.posthog_host)
             return PostHogSink(
-                api_key=settings.posthog_api_key.get_secret_value(),
-                host=settings.posthog_host,
-                on_dropped=lambda count: self.stats.add("dropped_delivery_failed", count),
-                batch_size=settings.batch_size,
-                flush_interval=settings.flush_interval,
-                max_queue_size=settings.max_queue_size,
+                settings.posthog_api_key.get_secret_value(),
+                settings.posthog_host,
+                stats=self.stats,
+                timeout=settings.posthog_timeout,
+                max_attempts=settings.max_attempts,
             )
         path = settings.store.resolve()
         try:
@@ -295,25 +299,43 @@ class UsageClient:
             self.stats.error("finishing a request", exc)
 
     def submit(self, record: RequestRecord) -> None:
-        self._detach(record)
-        self.delivery.submit(record)
+        self.delivery.submit(record, self._detach(record))
 
-    def _detach(self, record: RequestRecord) -> None:
+    def _detach(self, record: RequestRecord) -> int:
         """Keep only what the worker needs, so the request's objects die with the request.
 
         A queued record that still held the environ or scope would keep the framework's
         request, its state and user objects alive until the next batch: measured, that
         garbage-collector work costs more than everything else on the request path.
+        Returns the record's estimated size in memory, for the queue's byte bound.
         """
         scope = record.scope
-        if record.route is None and "type" in scope:  # an ASGI scope
-            record.route = asgi_route_template(scope, record.root_path, record.status, record.path)
+        size = _RECORD_BYTES + len(record.path) + len(record.query_string)
         raw = record.raw_headers
         if isinstance(raw, dict):  # a WSGI environ or Django META: copy the headers we read
-            record.raw_headers = {key: raw[key] for key in self._environ_keys if key in raw}
+            kept = {key: raw[key] for key in self._environ_keys if key in raw}
+            for value in kept.values():
+                size += _HEADER_BYTES + len(value)
+            record.raw_headers = kept
+        else:  # ASGI: (name, value) byte pairs; keep the ones the worker reads
+            if record.route is None and "type" in scope:
+                record.route = asgi_route_template(
+                    scope, record.root_path, record.status, record.path
+                )
+            names = self._header_names
+            pairs = []
+            for pair in raw:
+                if pair[0] in names:
+                    pairs.append(pair)
+                    size += _HEADER_BYTES + len(pair[1])
+            record.raw_headers = pairs
+        if record.journey:
+            for event in record.journey:
+                size += _JOURNEY_EVENT_BYTES + _PROPERTY_BYTES * len(event.properties)
         record.scope = _DETACHED
         record.native = None
         record.state = None
+        return size
 
     def record_journey_event(self, event: JourneyEvent) -> None:
         """A ``track()`` call made outside a request."""
@@ -326,54 +348,7 @@ class UsageClient:
         """An ``identify()`` call made outside a request."""
         if not self.settings.enabled:
             return
-        self.delivery.submit(_IdentifyCall(identity))
-
-    # ------------------------------------------------------------------ worker
-    def _build(self, item: Any) -> Built:
-        if isinstance(item, RequestRecord):
-            view = RequestView(item)  # one view per record: detectors share its parsing
-            if item.identity is None:
-                identity = self.fallback_resolver(view)
-                if isinstance(identity, Identity):
-                    item.identity = identity
-            return self.builder.build_request(item, view)
-        if isinstance(item, JourneyEvent):
-            return self.builder.build_journey(item)
-        if isinstance(item, _IdentifyCall):
-            return self.builder.build_identify(item.identity, item.timestamp)
-        raise TypeError(f"cannot build events from {type(item).__name__}")
-
-    def _process(self, items: list[Any]) -> None:
-        built = Built()
-        requests = [item for item in items if isinstance(item, RequestRecord)]
-        if requests:
-            self.stats.add("requests_recorded", len(requests))
-            journeys = sum(len(record.journey) for record in requests if record.journey)
-            if journeys:
-                self.stats.add("journey_events_recorded", journeys)
-        for item in items:
-            try:
-                one = self._build(item)
-            except Exception as exc:
-                self.stats.error("building an event", exc)
-                self.stats.add("dropped_build_failed")
-                continue
-            built.events.extend(one.events)
-            built.groups.extend(one.groups)
-            if one.sampled_out:
-                self.stats.add("sampled_out")
-        if not built.events and not built.groups:
-            return
-        self.stats.add("events_built", len(built.events))
-        try:
-            accepted = self.sink.send(built.events, built.groups)
-        except Exception as exc:
-            self.stats.error("sending events", exc)
-            self.stats.add("dropped_delivery_failed", len(built.events))
-            return
-        self.stats.add("events_delivered", accepted)
-        if accepted < len(built.events):
-            self.stats.add("dropped_delivery_failed", len(built.events) - accepted)
+        self.delivery.submit(IdentifyCall(identity))
 
     # --------------------------------------------------------------- lifecycle
     def flush(self, timeout: float | None = None) -> bool:
@@ -396,6 +371,9 @@ class UsageClient:
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         try:
+            shutdown_by = getattr(self.sink, "shutdown_by", None)
+            if shutdown_by is not None:  # no retry backoff may outlast the shutdown
+                shutdown_by(deadline)
             self.delivery.close(timeout)
             self.sink.close(max(0.0, deadline - time.monotonic()))
         except Exception as exc:
@@ -413,10 +391,16 @@ class UsageClient:
 
 
 _DETACHED: dict[str, Any] = {}
+# Estimated bytes of a queued record (measured with tracemalloc, see docs/delivery.md), of
+# each header it keeps, and of a journey event and each of its properties.
+_RECORD_BYTES = 1024
+_HEADER_BYTES = 120
+_JOURNEY_EVENT_BYTES = 400
+_PROPERTY_BYTES = 160
 
 
-def _environ_keys(settings: Settings) -> tuple[str, ...]:
-    """The WSGI environ keys of every header the worker's detectors and resolvers read."""
+def _header_names(settings: Settings) -> set[str]:
+    """Lower-case names of every header the worker's detectors and resolvers read."""
     names = {
         "authorization",
         "cookie",
@@ -428,7 +412,12 @@ def _environ_keys(settings: Settings) -> tuple[str, ...]:
     }
     if settings.caller_header:
         names.add(settings.caller_header)
-    keys = {name.upper().replace("-", "_") for name in names}
+    return names
+
+
+def _environ_keys(settings: Settings) -> tuple[str, ...]:
+    """The WSGI environ keys of the headers in :func:`_header_names`."""
+    keys = {name.upper().replace("-", "_") for name in _header_names(settings)}
     return tuple(key if key == "CONTENT_TYPE" else "HTTP_" + key for key in sorted(keys))
 
 

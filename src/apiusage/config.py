@@ -125,13 +125,31 @@ class Settings(BaseSettings):
     )
 
     # --- delivery --------------------------------------------------------------------
+    delivery: Literal["background"] = Field(
+        default="background",
+        description="Flush strategy: 'background' batches by size and interval on a worker.",
+    )
     max_queue_size: int = Field(default=10_000, ge=1, description="Records held in memory at most.")
+    max_queue_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes (estimated) that queued records may hold in memory at most.",
+    )
     batch_size: int = Field(default=100, ge=1, le=10_000)
     flush_interval: float = Field(
         default=1.0, gt=0, le=3600, description="Seconds between batches."
     )
     shutdown_timeout: float = Field(
         default=5.0, ge=0, le=300, description="Seconds shutdown may spend flushing."
+    )
+    posthog_timeout: float = Field(
+        default=10.0, gt=0, le=120, description="Seconds one request to PostHog may take."
+    )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="Attempts per batch (with backoff) before its events count as dropped.",
     )
 
     @field_validator("posthog_host")

@@ -21,14 +21,17 @@ from typing import Any, Protocol
 
 from apiusage.health import Stats
 
-__all__ = ["BackgroundDelivery", "Delivery"]
+__all__ = ["DEFAULT_ITEM_BYTES", "BackgroundDelivery", "Delivery"]
+
+#: Estimated size of a queued item when the caller does not say (a ``track()`` call …).
+DEFAULT_ITEM_BYTES = 1024
 
 
 class Delivery(Protocol):
     """How queued work reaches the sink."""
 
-    def submit(self, item: Any) -> bool:
-        """Accept one item from the request path without blocking; False if it was dropped."""
+    def submit(self, item: Any, size: int = DEFAULT_ITEM_BYTES) -> bool:
+        """Accept one item (of about ``size`` bytes) without blocking; False if it was dropped."""
 
     def flush(self, timeout: float) -> bool:
         """Deliver everything submitted so far; True if done within ``timeout`` seconds.
@@ -53,16 +56,23 @@ class BackgroundDelivery:
         *,
         max_queue_size: int,
         batch_size: int,
+        max_queue_bytes: int = 64 * 1024 * 1024,
         flush_interval: float,
         after_fork: Callable[[], None] | None = None,
     ) -> None:
         self._process = process
         self._stats = stats
         self._max_queue_size = max_queue_size
+        self._max_queue_bytes = max_queue_bytes
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._after_fork_hook = after_fork
-        self._queue: deque[Any] = deque()
+        self._queue: deque[tuple[Any, int]] = deque()
+        # Estimated bytes queued: ever added (request path) minus ever taken (worker only).
+        # A lost update between request threads can only make the bound looser, never drop
+        # an event that fits: no lock on the request path for an estimate.
+        self._bytes_in = 0
+        self._bytes_out = 0
         self._wakeup = threading.Event()
         self._progress = threading.Condition()
         self._start_lock = threading.Lock()
@@ -88,6 +98,7 @@ class BackgroundDelivery:
         # The parent's thread does not exist in the child, and its locks may be held.
         # Records queued in the parent stay the parent's to deliver.
         self._queue = deque()
+        self._bytes_in = self._bytes_out = 0
         self._wakeup = threading.Event()
         self._progress = threading.Condition()
         self._start_lock = threading.Lock()
@@ -98,21 +109,25 @@ class BackgroundDelivery:
             self._after_fork_hook()
 
     # ------------------------------------------------------------------ request path
-    def submit(self, item: Any) -> bool:
+    def submit(self, item: Any, size: int = DEFAULT_ITEM_BYTES) -> bool:
         if self._closed:
             self._stats.add("dropped_at_shutdown")
             return False
         queue = self._queue
-        if len(queue) >= self._max_queue_size:
+        queued_bytes = self._bytes_in - self._bytes_out
+        if len(queue) >= self._max_queue_size or queued_bytes + size > self._max_queue_bytes:
             self._stats.add("dropped_queue_full")
             self._stats.warn(
                 "queue full",
-                "apiusage: the event queue is full (%d records); events are being dropped and "
-                "counted. Raise APIUSAGE_MAX_QUEUE_SIZE or check that delivery keeps up.",
-                self._max_queue_size,
+                "apiusage: the event queue is full (%d records, about %d bytes); events are "
+                "being dropped and counted. Raise APIUSAGE_MAX_QUEUE_SIZE / "
+                "APIUSAGE_MAX_QUEUE_BYTES or check that delivery keeps up.",
+                len(queue),
+                queued_bytes,
             )
             return False
-        queue.append(item)
+        self._bytes_in += size
+        queue.append((item, size))
         if self._thread is None:
             self._start()
         elif len(queue) == self._batch_size:  # wake the worker once per full batch
@@ -140,11 +155,15 @@ class BackgroundDelivery:
         queue = self._queue
         while queue:
             batch: list[Any] = []
+            taken = 0
             try:
                 while len(batch) < self._batch_size:
-                    batch.append(queue.popleft())
+                    item, size = queue.popleft()
+                    batch.append(item)
+                    taken += size
             except IndexError:
                 pass
+            self._bytes_out += taken
             with self._progress:
                 self._busy = True
                 self._in_flight = len(batch)
@@ -192,6 +211,7 @@ class BackgroundDelivery:
         left = len(self._queue)
         if left:
             self._queue.clear()
+            self._bytes_out = self._bytes_in
             self._stats.add("dropped_at_shutdown", left)
         if self._busy:
             # The sink is still holding a batch past the deadline: the process is about to
@@ -202,3 +222,8 @@ class BackgroundDelivery:
     def pending(self) -> int:
         """Records waiting for the worker."""
         return len(self._queue)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Estimated bytes held by the records waiting for the worker."""
+        return max(0, self._bytes_in - self._bytes_out)

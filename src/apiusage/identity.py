@@ -45,6 +45,7 @@ _ORGANISATION_ATTRIBUTES = (
     "org",
 )
 _MAX_ID_LENGTH = 200
+_HASH_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +82,19 @@ class KeyedHasher:
         if len(secret) < 16:
             raise ValueError("the identity secret must be at least 16 bytes")
         self._secret = secret
+        # The same few keys call again and again: hash each once (kept in this process only).
+        self._cache: dict[tuple[str, str], str] = {}
 
     def __call__(self, value: str, prefix: str = "key_") -> str:
-        digest = hmac.new(self._secret, value.encode("utf-8"), hashlib.sha256).hexdigest()
-        return prefix + digest[:32]
+        cache_key = (value, prefix)
+        hashed = self._cache.get(cache_key)
+        if hashed is None:
+            digest = hmac.new(self._secret, value.encode("utf-8"), hashlib.sha256).hexdigest()
+            hashed = prefix + digest[:32]
+            if len(self._cache) >= _HASH_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[cache_key] = hashed
+        return hashed
 
 
 def _attribute(obj: Any, names: Iterable[str]) -> Any:
@@ -211,6 +221,8 @@ class ResolverChain:
                 result = resolver(view)
                 if result is None:
                     continue
+                if type(result) is Identity:  # the common case, before the costlier checks
+                    return result
                 if inspect.isawaitable(result):
                     return self._finish_async(view, resolver, result, index + 1)
                 identity = as_identity(result)

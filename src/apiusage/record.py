@@ -8,14 +8,15 @@ event building happen later, off the request path, in the delivery worker.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from apiusage.events import new_event_uuid
 
 if TYPE_CHECKING:
     from apiusage.identity import Identity
 
-__all__ = ["JourneyEvent", "RequestRecord", "exception_name"]
+__all__ = ["IdentifyCall", "JourneyEvent", "RequestRecord", "exception_name"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,16 @@ class JourneyEvent:
     timestamp: float
     distinct_id: str | None = None
     organisation: str | None = None
+
+
+class IdentifyCall:
+    """An ``apiusage.identify()`` call made outside a request, queued for the worker."""
+
+    __slots__ = ("identity", "timestamp")
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+        self.timestamp = time.time()
 
 
 class RequestRecord:
@@ -84,7 +95,7 @@ class RequestRecord:
     def request_id(self) -> str:
         """A uuid for this request; it is also the uuid of its ``api_request`` event."""
         if self._request_id is None:
-            self._request_id = str(uuid.uuid4())
+            self._request_id = new_event_uuid()
         return self._request_id
 
     def finish_timing(self) -> None:

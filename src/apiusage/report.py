@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apiusage.sinks.store import connect
+from apiusage.sinks.store import COLUMN_PROPERTIES, connect
 
 __all__ = ["Breakdown", "UsageSummary", "format_summary", "summarise"]
 
@@ -39,7 +39,8 @@ class UsageSummary:
 
 
 def _property(name: str) -> str:
-    return f"json_extract(properties, '$.{name}')"
+    """SQL for one event property: its column, or its place in the JSON of the rest."""
+    return name if name in COLUMN_PROPERTIES else f"json_extract(properties, '$.{name}')"
 
 
 def _breakdown(db: sqlite3.Connection, title: str, expression: str, event_name: str) -> Breakdown:
@@ -90,10 +91,8 @@ def summarise(store: Path | str, event_name: str = "api_request") -> UsageSummar
             ),
         ]
         rows = db.execute(
-            f"SELECT {_property('organisation')} AS organisation, "
-            f"json_group_array(DISTINCT {_property('api_version')}) FROM events "
-            "WHERE event = ? AND organisation IS NOT NULL "
-            f"AND {_property('api_version')} IS NOT NULL "
+            "SELECT organisation, json_group_array(DISTINCT api_version) FROM events "
+            "WHERE event = ? AND organisation IS NOT NULL AND api_version IS NOT NULL "
             "GROUP BY organisation ORDER BY organisation",
             (event_name,),
         ).fetchall()

@@ -6,7 +6,6 @@ Everything is parsed lazily (with werkzeug), so a resolver that only reads
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,11 +19,30 @@ __all__ = ["RequestView", "state_of"]
 
 
 class RequestView:
-    """What a resolver sees: method, route, headers, query, cookies, client, native request."""
+    """What a resolver sees: method, route, headers, query, cookies, client, native request.
+
+    Parsed parts are cached in slots by hand: ``functools.cached_property`` takes a lock
+    on every first access in Python 3.11, and the worker makes one view per request.
+    """
+
+    __slots__ = (
+        "_cookies",
+        "_header_map_cache",
+        "_headers",
+        "_memo",
+        "_query",
+        "_record",
+        "_route_looked_up",
+    )
 
     def __init__(self, record: RequestRecord) -> None:
         self._record = record
         self._route_looked_up = False
+        self._header_map_cache: dict[str, str] | None = None
+        self._memo: dict[str, Any] | None = None
+        self._headers: Headers | None = None
+        self._query: MultiDict[str, str] | None = None
+        self._cookies: dict[str, str] | None = None
 
     @property
     def method(self) -> str:
@@ -71,38 +89,55 @@ class RequestView:
                 key = "HTTP_" + key
             value = raw.get(key)
             return value if value is None or isinstance(value, str) else str(value)
-        return self._header_map.get(name)
+        found = self._header_map_cache
+        if found is None:
+            found = self._header_map_cache = {}
+            for key, value in reversed(raw):  # the first occurrence wins
+                found[key.decode("latin-1").lower()] = value.decode("latin-1")
+        return found.get(name)
 
-    @cached_property
-    def _header_map(self) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for key, value in reversed(self._record.raw_headers):  # the first occurrence wins
-            found[key.decode("latin-1").lower()] = value.decode("latin-1")
-        return found
-
-    @cached_property
+    @property
     def memo(self) -> dict[str, Any]:
         """Results detectors share for this request, so each is worked out once."""
-        return {}
+        memo = self._memo
+        if memo is None:
+            memo = self._memo = {}
+        return memo
 
-    @cached_property
+    @property
     def headers(self) -> Headers:
         """Request headers, case-insensitive (a werkzeug ``Headers``)."""
-        raw = self._record.raw_headers
-        if isinstance(raw, dict):  # a WSGI environ, or Django's META
-            return EnvironHeaders(raw)
-        return Headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw])
+        headers = self._headers
+        if headers is None:
+            raw = self._record.raw_headers
+            if isinstance(raw, dict):  # a WSGI environ, or Django's META
+                headers = EnvironHeaders(raw)
+            else:
+                headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
+            self._headers = headers
+        return headers
 
-    @cached_property
+    @property
+    def has_query(self) -> bool:
+        """True when the request has a query string (cheaper than parsing ``query``)."""
+        return bool(self._record.query_string)
+
+    @property
     def query(self) -> MultiDict[str, str]:
-        raw = self._record.query_string
-        text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
-        return MultiDict(parse_qsl(text, keep_blank_values=True))
+        query = self._query
+        if query is None:
+            raw = self._record.query_string
+            text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+            query = self._query = MultiDict(parse_qsl(text, keep_blank_values=True))
+        return query
 
-    @cached_property
+    @property
     def cookies(self) -> dict[str, str]:
-        header = self.header("cookie")
-        return dict(parse_cookie(header)) if header else {}
+        cookies = self._cookies
+        if cookies is None:
+            header = self.header("cookie")
+            cookies = self._cookies = dict(parse_cookie(header)) if header else {}
+        return cookies
 
     @property
     def client_address(self) -> str | None:

@@ -3,8 +3,9 @@
 It listens on 127.0.0.1 (a free port), accepts ``POST /batch/`` bodies (optionally
 ``Content-Encoding: gzip``), keeps every decoded batch with its raw headers, and answers
 ``200 {"status": 1}``. It can be told to fail the next N batch requests with a given
-status, to exercise retries and drops. Anything else (``/flags``, ``/decide`` …) is recorded
-and answered ``200 {}``.
+status (and headers such as ``Retry-After``), to answer them only after a delay, and to
+refuse bodies over a size with 413, as PostHog does, to exercise retries, splits and drops.
+Anything else (``/flags``, ``/decide`` …) is recorded and answered ``200 {}``.
 
 Use it as a context manager::
 
@@ -47,6 +48,8 @@ class ReceivedRequest:
     #: The status the server answered with.
     status: int
     received_at: float = field(default_factory=time.time)
+    #: The client's TCP port: one port for many requests means a kept-alive connection.
+    client_port: int = 0
 
     @property
     def batch(self) -> list[dict[str, Any]]:
@@ -61,7 +64,10 @@ class CaptureServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._lock = threading.Condition()
         self._requests: list[ReceivedRequest] = []
-        self._failures: list[int] = []  # statuses to answer the next batch requests with
+        # How to answer the next batch requests: (status, extra headers, delay in seconds).
+        self._failures: list[tuple[int, dict[str, str], float]] = []
+        #: Decoded bodies larger than this are answered 413 (None: no limit).
+        self.max_body_bytes: int | None = None
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -96,10 +102,21 @@ class CaptureServer:
         self.stop()
 
     # ------------------------------------------------------------------ control
-    def fail_next(self, count: int, status: int = 500) -> None:
-        """Answer the next ``count`` batch requests with ``status`` (then 200 again)."""
+    def fail_next(
+        self,
+        count: int,
+        status: int = 500,
+        *,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Answer the next ``count`` batch requests with ``status`` (then 200 again).
+
+        ``headers`` are added to those answers; ``delay`` holds each answer back that long
+        (longer than the client's timeout makes it a timeout).
+        """
         with self._lock:
-            self._failures.extend([status] * count)
+            self._failures.extend([(status, dict(headers or {}), delay)] * count)
 
     def reset(self) -> None:
         with self._lock:
@@ -121,6 +138,10 @@ class CaptureServer:
             if request.path.split("?")[0] == "/batch/"
             and (request.status == 200 or not accepted_only)
         ]
+
+    def client_ports(self) -> set[int]:
+        """The client ports that batches came from (one per connection)."""
+        return {request.client_port for request in self.batches(accepted_only=False)}
 
     def events(self, *, accepted_only: bool = True) -> list[dict[str, Any]]:
         """All batch items, flattened, in arrival order."""
@@ -179,15 +200,22 @@ class CaptureServer:
             self._requests.append(request)
             self._lock.notify_all()
 
-    def _status_for_batch(self) -> int:
+    def _answer_for_batch(self, size: int) -> tuple[int, dict[str, str], float]:
         with self._lock:
-            return self._failures.pop(0) if self._failures else 200
+            if self._failures:
+                return self._failures.pop(0)
+        if self.max_body_bytes is not None and size > self.max_body_bytes:
+            return 413, {}, 0.0
+        return 200, {}, 0.0
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Answer in one segment: with Nagle on, the client's delayed ACK holds every
+            # answer back 40 ms, which no real PostHog does and which would throttle delivery.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
@@ -196,11 +224,15 @@ class CaptureServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 return self.rfile.read(length) if length else b""
 
-            def _answer(self, status: int, body: dict[str, Any]) -> None:
+            def _answer(
+                self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+            ) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -216,16 +248,30 @@ class CaptureServer:
                 except ValueError:
                     payload = None
                 is_batch = self.command == "POST" and self.path.split("?")[0] == "/batch/"
-                status = server._status_for_batch() if is_batch else 200
+                status, extra_headers, delay = (
+                    server._answer_for_batch(len(decoded)) if is_batch else (200, {}, 0.0)
+                )
+                if delay:
+                    time.sleep(delay)
                 server._record(
-                    ReceivedRequest(self.command, self.path, headers, raw, text, payload, status)
+                    ReceivedRequest(
+                        self.command,
+                        self.path,
+                        headers,
+                        raw,
+                        text,
+                        payload,
+                        status,
+                        client_port=int(self.client_address[1]),
+                    )
                 )
                 if not is_batch:
                     self._answer(200, {})
                 elif status == 200:
                     self._answer(200, {"status": 1})
                 else:
-                    self._answer(status, {"detail": f"capture server told to fail ({status})"})
+                    detail = f"capture server answered {status}"
+                    self._answer(status, {"detail": detail}, extra_headers)
 
             do_POST = _handle
             do_GET = _handle

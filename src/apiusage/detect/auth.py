@@ -89,7 +89,7 @@ class AuthDetector:
             header_value = view.header(name)
             if header_value:
                 return API_KEY, "header", header_value.strip()
-        if view.query:
+        if view.has_query:
             query = view.query
             for name in self.api_key_query_params:
                 query_value = query.get(name)

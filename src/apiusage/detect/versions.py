@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -54,6 +55,16 @@ def normalise_version(raw: str) -> str:
     return UNPARSEABLE
 
 
+def _version_in_path(path: str) -> VersionResult | None:
+    head = "/".join(path.split("/", _MAX_PATH_SEGMENTS + 1)[: _MAX_PATH_SEGMENTS + 1])
+    match = _PATH_VERSION.search(head)
+    return VersionResult(normalise_version(match.group(1)), "path") if match else None
+
+
+#: Route templates are few and fixed: their version is worked out once per template.
+_version_in_template = lru_cache(maxsize=4096)(_version_in_path)
+
+
 @dataclass(frozen=True, slots=True)
 class VersionDetector:
     sources: tuple[str, ...] = ("path", "header", "media_type", "query")
@@ -62,10 +73,7 @@ class VersionDetector:
 
     def detect(self, view: RequestView, route: str | None = None) -> VersionResult:
         for source in self.sources:
-            finder: Callable[[RequestView, str | None], VersionResult | None] = getattr(
-                self, "_from_" + source
-            )
-            found = finder(view, route)
+            found = _FINDERS[source](self, view, route)
             if found is not None:
                 return found
         return NO_VERSION
@@ -73,14 +81,11 @@ class VersionDetector:
     def _from_path(self, view: RequestView, route: str | None) -> VersionResult | None:
         # Prefer the route template: a version segment there is the API's own, while the raw
         # path could hold a user-supplied value that merely looks like one.
-        for candidate in (route, view.path):
-            if not candidate:
-                continue
-            head = "/".join(candidate.split("/", _MAX_PATH_SEGMENTS + 1)[: _MAX_PATH_SEGMENTS + 1])
-            match = _PATH_VERSION.search(head)
-            if match:
-                return VersionResult(normalise_version(match.group(1)), "path")
-        return None
+        if route:
+            found = _version_in_template(route)
+            if found is not None:
+                return found
+        return _version_in_path(view.path) if view.path else None
 
     def _from_header(self, view: RequestView, route: str | None) -> VersionResult | None:
         for name in self.headers:
@@ -103,9 +108,19 @@ class VersionDetector:
         return None
 
     def _from_query(self, view: RequestView, route: str | None) -> VersionResult | None:
+        if not view.has_query:
+            return None
         query = view.query
         for name in self.query_params:
             value = query.get(name)
             if value is not None:
                 return VersionResult(normalise_version(value), "query:" + name)
         return None
+
+
+_FINDERS: dict[str, Callable[[VersionDetector, RequestView, str | None], VersionResult | None]] = {
+    "path": VersionDetector._from_path,
+    "header": VersionDetector._from_header,
+    "media_type": VersionDetector._from_media_type,
+    "query": VersionDetector._from_query,
+}

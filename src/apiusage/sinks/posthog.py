@@ -1,103 +1,113 @@
-"""Delivery to PostHog through the official ``posthog`` client (its queue, batching and retries)."""
+"""Delivery to PostHog: events encoded and posted to its ``/batch/`` endpoint by apiusage itself.
+
+No ``posthog.capture()`` per event: that call rebuilds runtime and OS properties for every
+event, checks sizes with a second JSON encoding and hands each event to a second queue and
+thread. Here the delivery worker encodes a whole batch with orjson and posts it gzipped over
+one keep-alive connection (``apiusage.wire``), with retries.
+
+A ``posthog.Posthog`` client handed in by the user supplies the project key and host (and,
+when it is disabled or made with ``send=False``, turns delivery off); its queue, threads,
+``before_send``, ``super_properties`` and ``on_error`` are not used.
+"""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from collections.abc import Sequence
 from typing import Any
 
 from apiusage.events import Event, GroupUpdate
+from apiusage.health import Stats
+from apiusage.wire.encoding import BatchEncoder, EncodedEvent
+from apiusage.wire.transport import BatchSender, HttpTransport, SendOutcome
 
-__all__ = ["PostHogSink", "posthog_properties"]
+__all__ = ["DEFAULT_HOST", "PostHogSink", "ingestion_host"]
+
+DEFAULT_HOST = "https://us.i.posthog.com"
 
 
-def posthog_properties(event: Event) -> dict[str, Any]:
-    """The PostHog ``properties`` of an event: ours plus ``$set`` / personless markers."""
-    properties = dict(event.properties)
-    if event.person_properties:
-        properties["$set"] = event.person_properties
-    if event.personless:
-        properties["$process_person_profile"] = False
-    return properties
+def ingestion_host(host: str | None) -> str:
+    """The capture host for a configured one (PostHog's app hosts map to their ingestion hosts)."""
+    try:
+        from posthog.request import determine_server_host
+
+        return str(determine_server_host(host)).rstrip("/")
+    except ImportError:  # pragma: no cover - posthog is a dependency
+        return (host or DEFAULT_HOST).rstrip("/")
 
 
 class PostHogSink:
-    """Hands events to a ``posthog.Posthog`` client, which batches and sends them over HTTP.
+    """Encodes events into ``/batch/`` bodies and sends them, retrying transient failures.
 
-    The client either comes from the user (it is then not shut down by us) or is created
-    here, with its ``on_error`` wired to apiusage's drop counter.
+    Args:
+        api_key: the PostHog project API key (``phc_…``).
+        host: the PostHog host, e.g. ``https://eu.i.posthog.com``.
+        stats: the client's counters and rate-limited log (a private one if omitted).
+        timeout: seconds one HTTP request may take.
+        max_attempts: attempts per batch before its events count as dropped.
     """
 
     def __init__(
         self,
-        client: Any = None,
+        api_key: str,
+        host: str = DEFAULT_HOST,
         *,
-        api_key: str | None = None,
-        host: str | None = None,
-        on_dropped: Callable[[int], None] | None = None,
-        batch_size: int = 100,
-        flush_interval: float = 1.0,
-        max_queue_size: int = 10_000,
+        stats: Stats | None = None,
+        timeout: float = 10.0,
+        max_attempts: int = 5,
     ) -> None:
-        self._owns_client = client is None
-        if client is None:
-            if not api_key:
-                raise ValueError("PostHogSink needs a posthog client or an api_key")
-            from posthog import Posthog
+        if not api_key:
+            raise ValueError("PostHogSink needs a PostHog project API key")
+        self.host = ingestion_host(host)
+        self.stats = stats if stats is not None else Stats()
+        self.encoder = BatchEncoder(api_key)
+        self.transport = HttpTransport(self.host, timeout=timeout)
+        self.sender = BatchSender(
+            self.transport, self.encoder, self.stats, max_attempts=max_attempts
+        )
+        #: What the last :meth:`send` could not deliver (for tests and diagnostics).
+        self.last_outcome = SendOutcome()
 
-            def on_error(exc: Exception, batch: Sequence[Any]) -> None:
-                if on_dropped is not None:
-                    on_dropped(len(batch))
-
-            client = Posthog(
-                api_key,
-                host=host,
-                on_error=on_error,
-                flush_at=batch_size,
-                flush_interval=flush_interval,
-                max_queue_size=max_queue_size,
-                gzip=True,
-                disable_geoip=True,
-            )
-        self.client = client
+    @classmethod
+    def from_client(cls, client: Any, *, stats: Stats | None = None) -> PostHogSink:
+        """Key and host of a ``posthog.Posthog`` client; nothing else of it is used."""
+        api_key = getattr(client, "api_key", None)
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError("posthog_client= has no project API key (its api_key is empty)")
+        host = getattr(client, "raw_host", None) or getattr(client, "host", None)
+        timeout = getattr(client, "timeout", 10.0)
+        return cls(
+            api_key,
+            host if isinstance(host, str) else DEFAULT_HOST,
+            stats=stats,
+            timeout=float(timeout) if isinstance(timeout, (int, float)) else 10.0,
+        )
 
     def send(self, events: Sequence[Event], groups: Sequence[GroupUpdate]) -> int:
-        client = self.client
-        for group in groups:
-            client.group_identify(
-                group.group_type,
-                group.group_key,
-                properties=group.properties,
-                timestamp=datetime.fromtimestamp(group.timestamp, tz=timezone.utc),
-                uuid=group.uuid,
-                distinct_id=group.distinct_id,
+        encoder = self.encoder
+        encoded: list[EncodedEvent] = [encoder.encode_group(group) for group in groups]
+        encode_event = encoder.encode_event
+        encoded.extend([encode_event(event) for event in events])
+        outcome = self.last_outcome = self.sender.send(encoded)
+        lost = len(outcome.rejected) + len(outcome.failed)
+        if lost and groups:  # group updates are not events: count only the events lost
+            group_ids = {group.uuid for group in groups}
+            lost = sum(
+                1 for event in (*outcome.rejected, *outcome.failed) if event.uuid not in group_ids
             )
-        accepted = 0
-        for event in events:
-            sent = client.capture(
-                event=event.name,
-                distinct_id=event.distinct_id,
-                properties=posthog_properties(event),
-                groups=event.groups or None,
-                timestamp=datetime.fromtimestamp(event.timestamp, tz=timezone.utc),
-                uuid=event.uuid,
-            )
-            # capture() returns None when the client drops the event (queue full, disabled).
-            if sent is not None:
-                accepted += 1
-        return accepted
+        return len(events) - lost
+
+    def after_fork(self) -> None:
+        self.sender.after_fork()
+
+    def shutdown_by(self, deadline: float) -> None:
+        """Shutdown has begun: no retry wait or request may go past ``deadline`` (monotonic)."""
+        self.sender.finish_by(deadline)
 
     def flush(self, timeout: float) -> None:
-        self.client.flush(timeout_seconds=timeout)
+        return None  # nothing is buffered here: send() returns once a batch is settled
 
     def close(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        self.flush(timeout)
-        if self._owns_client:
-            # posthog's shutdown() drains with no time limit; give it what is left of ours.
-            closer = threading.Thread(target=self.client.shutdown, name="apiusage-posthog-shutdown")
-            closer.daemon = True
-            closer.start()
-            closer.join(max(0.0, deadline - time.monotonic()))
+        self.sender.finish_by(time.monotonic() + timeout)
+        self.sender.stop()
+        self.transport.close()

@@ -1,37 +1,78 @@
 """The embedded local store: a SQLite file holding the same events that would go to PostHog.
 
 WAL mode with a busy timeout, so several worker processes (gunicorn, uvicorn --workers)
-can write to one file; each process writes from its single delivery thread. Inserts are
-idempotent on the event uuid, so a replayed batch never doubles counts.
+can write to one file; each process writes from its single delivery thread, one
+transaction per batch. Inserts are idempotent on the event uuid, so a replayed batch never
+doubles counts.
+
+The properties that reports group and filter by are real, indexed columns; the rest of an
+event's properties are one JSON object. The layout is versioned (``meta.schema_version``)
+and a store written by an older apiusage is migrated in place when it is opened.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from apiusage.events import Event, GroupUpdate
 
-__all__ = ["STORE_SCHEMA_VERSION", "LocalStoreSink", "connect"]
+__all__ = [
+    "COLUMN_PROPERTIES",
+    "STORE_SCHEMA_VERSION",
+    "LocalStoreSink",
+    "StoreVersionError",
+    "connect",
+]
 
-STORE_SCHEMA_VERSION = 1
+STORE_SCHEMA_VERSION = 2
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
+#: Event properties stored as columns of ``events`` (and left out of its JSON).
+COLUMN_PROPERTIES = (
+    "organisation",
+    "route",
+    "method",
+    "status_code",
+    "duration_ms",
+    "api_version",
+    "auth_method",
+    "client_library",
+    "client_library_version",
+)
+_COLUMN_SET = frozenset(COLUMN_PROPERTIES)
+
+_EVENTS_TABLE = """
+CREATE TABLE events (
     uuid TEXT PRIMARY KEY,
     event TEXT NOT NULL,
     distinct_id TEXT NOT NULL,
     timestamp REAL NOT NULL,
+    organisation TEXT,
+    route TEXT,
+    method TEXT,
+    status_code INTEGER,
+    duration_ms REAL,
+    api_version TEXT,
+    auth_method TEXT,
+    client_library TEXT,
+    client_library_version TEXT,
+    personless INTEGER NOT NULL,
     properties TEXT NOT NULL,
-    groups TEXT NOT NULL,
-    person_properties TEXT NOT NULL,
-    personless INTEGER NOT NULL
-);
+    groups TEXT,
+    person_properties TEXT
+)
+"""
+_EVENTS_INDEXES = """
 CREATE INDEX IF NOT EXISTS events_by_name_time ON events (event, timestamp);
+CREATE INDEX IF NOT EXISTS events_by_organisation ON events (organisation, timestamp);
+"""
+_OTHER_TABLES = """
 CREATE TABLE IF NOT EXISTS groups (
     group_type TEXT NOT NULL,
     group_key TEXT NOT NULL,
@@ -44,14 +85,84 @@ CREATE TABLE IF NOT EXISTS persons (
     properties TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_INSERT_EVENT = (
+    "INSERT OR IGNORE INTO events (uuid, event, distinct_id, timestamp, organisation, route, "
+    "method, status_code, duration_ms, api_version, auth_method, client_library, "
+    "client_library_version, personless, properties, groups, person_properties) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Version 1 kept every property in the JSON; version 2 moves these out into columns.
+_MIGRATE_1_TO_2 = (
+    "INSERT INTO events SELECT uuid, event, distinct_id, timestamp, "
+    + ", ".join(f"json_extract(properties, '$.{name}')" for name in COLUMN_PROPERTIES)
+    + ", personless, json_remove(properties, "
+    + ", ".join(f"'$.{name}'" for name in COLUMN_PROPERTIES)
+    + "), NULLIF(groups, '{}'), NULLIF(person_properties, '{}') FROM events_v1"
+)
 
 _BUSY_TIMEOUT_MS = 10_000
 
 
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+class StoreVersionError(RuntimeError):
+    """The store was written by a newer apiusage whose layout this one does not know."""
+
+
+def _version(db: sqlite3.Connection) -> int | None:
+    """The layout version, or None for a new, empty database."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "events" not in tables:
+        return None
+    if "meta" in tables:
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None:
+            return int(row[0])
+    return 1
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """Create the layout, or migrate an older one, in one transaction (safe across processes)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(db)
+        if version is not None and version > STORE_SCHEMA_VERSION:
+            raise StoreVersionError(
+                f"the store has layout version {version}, newer than this apiusage knows "
+                f"({STORE_SCHEMA_VERSION}): upgrade apiusage, or point APIUSAGE_STORE elsewhere"
+            )
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        if version is None:
+            db.execute(_EVENTS_TABLE)
+        elif version == 1:
+            db.execute("DROP INDEX IF EXISTS events_by_name_time")
+            db.execute("ALTER TABLE events RENAME TO events_v1")
+            db.execute(_EVENTS_TABLE)
+            db.execute(_MIGRATE_1_TO_2)
+            db.execute("DROP TABLE events_v1")
+        for statement in (_EVENTS_INDEXES + _OTHER_TABLES).split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(STORE_SCHEMA_VERSION),),
+        )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
-    """Open the store (creating it and its folder when writing) with the pragmas it needs."""
+    """Open the store with the pragmas it needs; a writer creates or migrates its layout.
+
+    A reader of a store in an older layout migrates it first (once), so reports always
+    read the current columns.
+    """
     path = Path(path)
     if readonly:
         if not path.exists():
@@ -60,6 +171,11 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
             f"file:{path}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_MS / 1000
         )
         connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        version = _version(connection)
+        if version is not None and version < STORE_SCHEMA_VERSION:
+            connection.close()
+            connect(path).close()  # migrate, then read
+            return connect(path, readonly=True)
         return connection
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(
@@ -68,12 +184,37 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
     connection.execute("PRAGMA journal_mode = WAL")
     connection.execute("PRAGMA synchronous = NORMAL")
-    connection.executescript(_SCHEMA)
-    connection.execute(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-        (str(STORE_SCHEMA_VERSION),),
-    )
+    try:
+        _prepare(connection)
+    except BaseException:
+        connection.close()
+        raise
     return connection
+
+
+def _event_row(event: Event) -> tuple[Any, ...]:
+    properties = event.properties
+    get = properties.get
+    rest = {key: value for key, value in properties.items() if key not in _COLUMN_SET}
+    return (
+        event.uuid,
+        event.name,
+        event.distinct_id,
+        event.timestamp,
+        get("organisation"),
+        get("route"),
+        get("method"),
+        get("status_code"),
+        get("duration_ms"),
+        get("api_version"),
+        get("auth_method"),
+        get("client_library"),
+        get("client_library_version"),
+        int(event.personless),
+        _dumps(rest),
+        _dumps(event.groups) if event.groups else None,
+        _dumps(event.person_properties) if event.person_properties else None,
+    )
 
 
 class LocalStoreSink:
@@ -97,55 +238,37 @@ class LocalStoreSink:
         self._lock = threading.Lock()
 
     def send(self, events: Sequence[Event], groups: Sequence[GroupUpdate]) -> int:
+        event_rows = [_event_row(event) for event in events]
+        now = time.time()
+        person_rows = [
+            (event.distinct_id, _dumps(event.person_properties), now)
+            for event in events
+            if event.person_properties
+        ]
+        group_rows = [
+            (group.group_type, group.group_key, _dumps(group.properties), now) for group in groups
+        ]
         with self._lock:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany(
-                    "INSERT OR IGNORE INTO events (uuid, event, distinct_id, timestamp, "
-                    "properties, groups, person_properties, personless) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            event.uuid,
-                            event.name,
-                            event.distinct_id,
-                            event.timestamp,
-                            json.dumps(event.properties, default=str),
-                            json.dumps(event.groups),
-                            json.dumps(event.person_properties, default=str),
-                            int(event.personless),
-                        )
-                        for event in events
-                    ],
-                )
-                now = time.time()
-                db.executemany(
-                    "INSERT INTO persons (distinct_id, properties, updated_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (distinct_id) DO UPDATE SET "
-                    "properties = json_patch(persons.properties, excluded.properties), "
-                    "updated_at = excluded.updated_at",
-                    [
-                        (event.distinct_id, json.dumps(event.person_properties, default=str), now)
-                        for event in events
-                        if event.person_properties
-                    ],
-                )
-                db.executemany(
-                    "INSERT INTO groups (group_type, group_key, properties, updated_at) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (group_type, group_key) DO UPDATE SET "
-                    "properties = json_patch(groups.properties, excluded.properties), "
-                    "updated_at = excluded.updated_at",
-                    [
-                        (
-                            group.group_type,
-                            group.group_key,
-                            json.dumps(group.properties, default=str),
-                            now,
-                        )
-                        for group in groups
-                    ],
-                )
+                db.executemany(_INSERT_EVENT, event_rows)
+                if person_rows:
+                    db.executemany(
+                        "INSERT INTO persons (distinct_id, properties, updated_at) "
+                        "VALUES (?, ?, ?) ON CONFLICT (distinct_id) DO UPDATE SET "
+                        "properties = json_patch(persons.properties, excluded.properties), "
+                        "updated_at = excluded.updated_at",
+                        person_rows,
+                    )
+                if group_rows:
+                    db.executemany(
+                        "INSERT INTO groups (group_type, group_key, properties, updated_at) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (group_type, group_key) DO UPDATE SET "
+                        "properties = json_patch(groups.properties, excluded.properties), "
+                        "updated_at = excluded.updated_at",
+                        group_rows,
+                    )
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
