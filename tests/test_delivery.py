@@ -108,6 +108,37 @@ def test_queue_full_drops_and_counts(
     assert (stats["events_delivered"], stats["dropped"]) == (4, 3)
 
 
+def test_queue_is_bounded_in_bytes_too(make_client: MakeClient) -> None:
+    """Big requests (an 8 KB cookie each) fill the byte bound long before the record bound."""
+    sink = BlockingSink()
+    client = make_client(sink, max_queue_bytes=64 * 1024, batch_size=1, flush_interval=0.01)
+    app = WSGIMiddleware(plain_wsgi_app, client=client)
+
+    def request() -> None:
+        environ = {
+            "PATH_INFO": "/hello",
+            "REQUEST_METHOD": "GET",
+            "HTTP_COOKIE": "session=" + "c" * 8192,
+        }
+        body = app(environ, lambda status, headers: None)
+        assert list(body) == [b"hello"]
+        body.close()  # type: ignore[attr-defined]
+
+    request()
+    assert sink.entered.wait(5)  # the worker is stuck holding the first record
+    for _ in range(20):
+        request()
+    pending, pending_bytes = client.delivery.pending, client.delivery.pending_bytes
+    assert 5 <= pending <= 8  # about 64 KB of ~9 KB records
+    assert pending_bytes <= 64 * 1024
+    stats = client.stats.snapshot()
+    assert stats["dropped_queue_full"] == 20 - pending
+    sink.release.set()
+    assert client.flush(timeout=10)
+    assert client.delivery.pending_bytes == 0
+    assert len(sink.events) == 1 + pending
+
+
 def test_failing_sink_counts_drops_and_logs(
     make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:

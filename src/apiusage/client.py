@@ -393,8 +393,8 @@ class UsageClient:
 _DETACHED: dict[str, Any] = {}
 # Estimated bytes of a queued record (measured with tracemalloc, see docs/delivery.md), of
 # each header it keeps, and of a journey event and each of its properties.
-_RECORD_BYTES = 1024
-_HEADER_BYTES = 120
+_RECORD_BYTES = 640
+_HEADER_BYTES = 100
 _JOURNEY_EVENT_BYTES = 400
 _PROPERTY_BYTES = 160
 
