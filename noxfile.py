@@ -71,11 +71,26 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", "--site-dir", site)
 
 
+BENCHMARKS = {
+    "overhead": "benchmarks/bench_overhead.py",  # the request path, in-process
+    "total": "benchmarks/bench_total.py",  # total CPU per request, delivery included
+    "server": "benchmarks/bench_server.py",  # real servers under load (needs wrk)
+    "memory": "benchmarks/bench_memory.py",  # bytes per queued record
+    "instructions": "benchmarks/instructions.py",  # request path under callgrind
+}
+
+
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Request-path overhead against bare apps and peers, printed as ratios."""
+    """Benchmarks: `nox -s bench` runs overhead, total, server and memory (about 20 min);
+    `nox -s bench -- total --quick` runs one, with its own options."""
     session.install("-e", ".", "--group", "test")
-    session.run("python", "benchmarks/bench_overhead.py", *session.posargs)
+    if session.posargs and session.posargs[0] in BENCHMARKS:
+        names, options = [session.posargs[0]], list(session.posargs[1:])
+    else:
+        names, options = ["overhead", "total", "server", "memory"], list(session.posargs)
+    for name in names:
+        session.run("python", BENCHMARKS[name], *options)
 
 
 @nox.session(python=PYTHON)

@@ -463,10 +463,6 @@ def measure(iterations: int, repeats: int) -> tuple[list[Variant], list[Variant]
     path_client, path_sink = recording_client(**QUIET)
     busy_client, busy_sink = recording_client()
     wsgi_client, wsgi_sink = recording_client(**QUIET)
-    # The same, delivering through a real posthog client: the worker then also pays capture().
-    ph_client = apiusage.UsageClient(
-        posthog_client=ph, identity_secret="apiusage-benchmark-identity-secret", **QUIET
-    )
 
     # ---- ASGI ------------------------------------------------------------------------
     asgi_variants = [
@@ -478,11 +474,6 @@ def measure(iterations: int, repeats: int) -> tuple[list[Variant], list[Variant]
             "apiusage.ASGIMiddleware (request path)",
             apiusage.ASGIMiddleware(starlette_app(), client=path_client),
             after=apiusage_flush(path_client, path_sink),
-        ),
-        Variant(
-            "apiusage.ASGIMiddleware → PostHog (request path)",
-            apiusage.ASGIMiddleware(starlette_app(), client=ph_client),
-            after=apiusage_flush(ph_client, None),
         ),
         Variant(
             "apiusage.ASGIMiddleware (worker running, defaults)",
@@ -528,7 +519,6 @@ def measure(iterations: int, repeats: int) -> tuple[list[Variant], list[Variant]
 
     for client, label in (
         (path_client, "ASGI"),
-        (ph_client, "ASGI to posthog"),
         (busy_client, "ASGI"),
         (wsgi_client, "WSGI"),
     ):

@@ -129,7 +129,9 @@ def test_queue_is_bounded_in_bytes_too(make_client: MakeClient) -> None:
     for _ in range(20):
         request()
     pending, pending_bytes = client.delivery.pending, client.delivery.pending_bytes
-    assert 5 <= pending <= 8  # about 64 KB of ~9 KB records
+    # About 64 KB of ~9 KB records; the first two (up to 2 x batch_size, while the worker
+    # still kept up) counted their headers at an average length.
+    assert 6 <= pending <= 10
     assert pending_bytes <= 64 * 1024
     stats = client.stats.snapshot()
     assert stats["dropped_queue_full"] == 20 - pending

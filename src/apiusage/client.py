@@ -36,7 +36,19 @@ from apiusage.identity import (
     identity_from_state,
 )
 from apiusage.pipeline import EventPipeline
-from apiusage.record import IdentifyCall, JourneyEvent, RequestRecord
+from apiusage.record import (
+    AVERAGE_HEADER_LENGTH,
+    HEADER_BYTES,
+    IdentifyCall,
+    JourneyEvent,
+    RequestRecord,
+)
+from apiusage.record import (
+    JOURNEY_EVENT_BYTES as _JOURNEY_EVENT_BYTES,
+)
+from apiusage.record import (
+    PROPERTY_BYTES as _PROPERTY_BYTES,
+)
 from apiusage.request_view import RequestView, state_of
 from apiusage.sinks.base import Sink
 from apiusage.sinks.discard import DiscardSink
@@ -155,7 +167,6 @@ class UsageClient:
         self._excluded_exact = frozenset(exact)
         self._excluded_prefixes = tuple(p for p in settings.exclude_paths if p.endswith("/"))
         self._environ_keys = _environ_keys(settings)
-        self._header_names = frozenset(name.encode("latin-1") for name in _header_names(settings))
         self._closed = False
         atexit.register(self.close)
         global _default_client
@@ -299,7 +310,8 @@ class UsageClient:
             self.stats.error("finishing a request", exc)
 
     def submit(self, record: RequestRecord) -> None:
-        self.delivery.submit(record, self._detach(record))
+        record.queued_bytes = self._detach(record)
+        self.delivery.submit(record)
 
     def _detach(self, record: RequestRecord) -> int:
         """Keep only what the worker needs, so the request's objects die with the request.
@@ -307,28 +319,20 @@ class UsageClient:
         A queued record that still held the environ or scope would keep the framework's
         request, its state and user objects alive until the next batch: measured, that
         garbage-collector work costs more than everything else on the request path.
-        Returns the record's estimated size in memory, for the queue's byte bound.
+
+        Returns the record's estimated size in memory, for the queue's byte bound, with
+        each header at an average size: measuring costs the request path more than the
+        rest of the record, so the queue measures records only once they pile up
+        (:meth:`RequestRecord.measured_bytes`), the only time its bound can bite.
         """
         scope = record.scope
         size = _RECORD_BYTES + len(record.path) + len(record.query_string)
         raw = record.raw_headers
         if isinstance(raw, dict):  # a WSGI environ or Django META: copy the headers we read
-            kept = {key: raw[key] for key in self._environ_keys if key in raw}
-            for value in kept.values():
-                size += _HEADER_BYTES + len(value)
-            record.raw_headers = kept
-        else:  # ASGI: (name, value) byte pairs; keep the ones the worker reads
-            if record.route is None and "type" in scope:
-                record.route = asgi_route_template(
-                    scope, record.root_path, record.status, record.path
-                )
-            names = self._header_names
-            pairs = []
-            for pair in raw:
-                if pair[0] in names:
-                    pairs.append(pair)
-                    size += _HEADER_BYTES + len(pair[1])
-            record.raw_headers = pairs
+            raw = record.raw_headers = {key: raw[key] for key in self._environ_keys if key in raw}
+        elif record.route is None and "type" in scope:  # ASGI: headers kept as they are
+            record.route = asgi_route_template(scope, record.root_path, record.status, record.path)
+        size += _AVERAGE_HEADER_BYTES * len(raw)
         if record.journey:
             for event in record.journey:
                 size += _JOURNEY_EVENT_BYTES + _PROPERTY_BYTES * len(event.properties)
@@ -392,11 +396,10 @@ class UsageClient:
 
 _DETACHED: dict[str, Any] = {}
 # Estimated bytes of a queued record (measured with tracemalloc, see docs/delivery.md), of
-# each header it keeps, and of a journey event and each of its properties.
+# each header it keeps (plus its value's length, or an average one), and of a journey
+# event and each of its properties.
 _RECORD_BYTES = 640
-_HEADER_BYTES = 100
-_JOURNEY_EVENT_BYTES = 400
-_PROPERTY_BYTES = 160
+_AVERAGE_HEADER_BYTES = HEADER_BYTES + AVERAGE_HEADER_LENGTH
 
 
 def _header_names(settings: Settings) -> set[str]:

@@ -30,8 +30,13 @@ DEFAULT_ITEM_BYTES = 1024
 class Delivery(Protocol):
     """How queued work reaches the sink."""
 
-    def submit(self, item: Any, size: int = DEFAULT_ITEM_BYTES) -> bool:
-        """Accept one item (of about ``size`` bytes) without blocking; False if it was dropped."""
+    def submit(self, item: Any) -> bool:
+        """Accept one item without blocking; False if it was dropped.
+
+        An item's estimated size in memory is its ``queued_bytes`` attribute when it has
+        one (request records do), else :data:`DEFAULT_ITEM_BYTES`; once the queue holds
+        more than two batches, an item's ``measured_bytes()`` is used when it has one.
+        """
 
     def flush(self, timeout: float) -> bool:
         """Deliver everything submitted so far; True if done within ``timeout`` seconds.
@@ -41,6 +46,10 @@ class Delivery(Protocol):
 
     def close(self, timeout: float) -> None:
         """Flush within ``timeout`` and stop; later submissions are dropped and counted."""
+
+    @property
+    def pending(self) -> int:
+        """Items accepted and not yet handed to the worker."""
 
 
 Process = Callable[[list[Any]], None]
@@ -64,10 +73,11 @@ class BackgroundDelivery:
         self._stats = stats
         self._max_queue_size = max_queue_size
         self._max_queue_bytes = max_queue_bytes
+        self._measure_above = 2 * batch_size
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._after_fork_hook = after_fork
-        self._queue: deque[tuple[Any, int]] = deque()
+        self._queue: deque[Any] = deque()
         # Estimated bytes queued: ever added (request path) minus ever taken (worker only).
         # A lost update between request threads can only make the bound looser, never drop
         # an event that fits: no lock on the request path for an estimate.
@@ -109,11 +119,17 @@ class BackgroundDelivery:
             self._after_fork_hook()
 
     # ------------------------------------------------------------------ request path
-    def submit(self, item: Any, size: int = DEFAULT_ITEM_BYTES) -> bool:
+    def submit(self, item: Any) -> bool:
         if self._closed:
             self._stats.add("dropped_at_shutdown")
             return False
         queue = self._queue
+        size = getattr(item, "queued_bytes", DEFAULT_ITEM_BYTES)
+        if len(queue) > self._measure_above:
+            # The worker is behind, so the byte bound may bite: measure instead of estimate.
+            measure = getattr(item, "measured_bytes", None)
+            if measure is not None:
+                size = item.queued_bytes = measure()
         queued_bytes = self._bytes_in - self._bytes_out
         if len(queue) >= self._max_queue_size or queued_bytes + size > self._max_queue_bytes:
             self._stats.add("dropped_queue_full")
@@ -127,7 +143,7 @@ class BackgroundDelivery:
             )
             return False
         self._bytes_in += size
-        queue.append((item, size))
+        queue.append(item)
         if self._thread is None:
             self._start()
         elif len(queue) == self._batch_size:  # wake the worker once per full batch
@@ -158,9 +174,9 @@ class BackgroundDelivery:
             taken = 0
             try:
                 while len(batch) < self._batch_size:
-                    item, size = queue.popleft()
+                    item = queue.popleft()
                     batch.append(item)
-                    taken += size
+                    taken += getattr(item, "queued_bytes", DEFAULT_ITEM_BYTES)
             except IndexError:
                 pass
             self._bytes_out += taken

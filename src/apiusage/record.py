@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from apiusage.events import new_event_uuid
@@ -17,6 +18,15 @@ if TYPE_CHECKING:
     from apiusage.identity import Identity
 
 __all__ = ["IdentifyCall", "JourneyEvent", "RequestRecord", "exception_name"]
+
+#: Estimated bytes of a kept header beyond its value, the length assumed for a value that
+#: was not measured, of a ``track()`` event, and of each of its properties (calibrated
+#: with ``benchmarks/bench_memory.py``).
+HEADER_BYTES = 100
+AVERAGE_HEADER_LENGTH = 40
+JOURNEY_EVENT_BYTES = 400
+PROPERTY_BYTES = 160
+_flatten = chain.from_iterable
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +75,8 @@ class RequestRecord:
     #: True once ``apiusage.identify()`` set the identity; resolvers then do not run.
     identity_pinned: bool = False
     journey: list[JourneyEvent] | None = None
+    #: Estimated bytes the record holds while queued (the queue's byte bound counts it).
+    queued_bytes: int = 1024
     _request_id: str | None = None
 
     def __init__(  # positional calls from the middleware: half the cost of keywords
@@ -97,6 +109,15 @@ class RequestRecord:
         if self._request_id is None:
             self._request_id = new_event_uuid()
         return self._request_id
+
+    def measured_bytes(self) -> int:
+        """``queued_bytes`` with every kept header measured rather than taken as average.
+
+        Call only after the record was detached from its request (headers copied).
+        """
+        raw = self.raw_headers
+        values = raw.values() if isinstance(raw, dict) else _flatten(raw)
+        return self.queued_bytes - AVERAGE_HEADER_LENGTH * len(raw) + sum(map(len, values))
 
     def finish_timing(self) -> None:
         """Stop the clock (at the last response byte) unless it already stopped."""
