@@ -6,6 +6,7 @@ Everything is parsed lazily (with werkzeug), so a resolver that only reads
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -16,6 +17,17 @@ from apiusage.detect.routes import asgi_route_template
 from apiusage.record import RequestRecord
 
 __all__ = ["RequestView", "state_of"]
+
+
+@lru_cache(maxsize=256)
+def _ascii_name(name: str) -> bytes:
+    return name.lower().encode("latin-1")
+
+
+@lru_cache(maxsize=256)
+def _environ_key(name: str) -> str:
+    key = name.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
 
 
 class RequestView:
@@ -38,7 +50,7 @@ class RequestView:
     def __init__(self, record: RequestRecord) -> None:
         self._record = record
         self._route_looked_up = False
-        self._header_map_cache: dict[str, str] | None = None
+        self._header_map_cache: dict[bytes, bytes] | None = None
         self._memo: dict[str, Any] | None = None
         self._headers: Headers | None = None
         self._query: MultiDict[str, str] | None = None
@@ -84,17 +96,16 @@ class RequestView:
         """One header by lower-case name (the first, if repeated): cheaper than ``headers``."""
         raw = self._record.raw_headers
         if isinstance(raw, dict):  # a WSGI environ, or Django's META
-            key = name.upper().replace("-", "_")
-            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                key = "HTTP_" + key
+            key = _environ_key(name)
             value = raw.get(key)
             return value if value is None or isinstance(value, str) else str(value)
         found = self._header_map_cache
         if found is None:
-            found = self._header_map_cache = {}
-            for key, value in reversed(raw):  # the first occurrence wins
-                found[key.decode("latin-1").lower()] = value.decode("latin-1")
-        return found.get(name)
+            # ASGI header names are lower-case bytes (the spec says so); only the values
+            # asked for are decoded. reversed(): the first occurrence wins.
+            found = self._header_map_cache = dict(reversed(raw))
+        value = found.get(_ascii_name(name))
+        return None if value is None else value.decode("latin-1")
 
     @property
     def memo(self) -> dict[str, Any]:

@@ -1,0 +1,153 @@
+"""A fast stand-in for PostHog's capture endpoint that only counts, for the server benchmark.
+
+Unlike ``tests/support/capture_server.py`` it keeps nothing but counters, so it stays cheap
+however many events arrive. Run it in its own process::
+
+    python benchmarks/capture_endpoint.py --port-file /tmp/capture.port
+
+Endpoints:
+
+* ``POST /batch/`` (also ``/capture/``, ``/e/``, ``/i/v0/e/``): a JSON body,
+  ``Content-Encoding: gzip`` or plain, ``{"api_key": ..., "batch": [...]}``; the items of
+  ``batch`` are counted (a body without ``batch`` counts as one event). Answers
+  ``200 {"status": 1}``; a body that cannot be decoded answers 400 and is counted as bad.
+* ``GET /count``: ``{"events": N, "batches": B, "bad_requests": X, "bytes": Y}``.
+* ``POST /reset``: zeroes every counter.
+* Anything else (``/flags`` …): ``200 {}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import signal
+import sys
+import threading
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Counters", "main", "make_server"]
+
+CAPTURE_PATHS = frozenset({"/batch/", "/batch", "/capture/", "/capture", "/e/", "/e", "/i/v0/e/"})
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events = 0
+        self.batches = 0
+        self.bad_requests = 0
+        self.bytes = 0
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return {
+                "events": self.events,
+                "batches": self.batches,
+                "bad_requests": self.bad_requests,
+                "bytes": self.bytes,
+            }
+
+    def reset(self) -> None:
+        with self.lock:
+            self.events = self.batches = self.bad_requests = self.bytes = 0
+
+
+def _decode(raw: bytes, encoding: str) -> Any:
+    if encoding == "gzip" or raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    elif encoding == "deflate":
+        raw = zlib.decompress(raw)
+    return json.loads(raw)
+
+
+def make_server(host: str, port: int, counters: Counters) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as PostHog's client expects
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _answer(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/count":
+                self._answer(200, counters.snapshot())
+            else:
+                self._answer(200, {})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            path = self.path.split("?", 1)[0]
+            if path == "/reset":
+                counters.reset()
+                self._answer(200, {"status": 1})
+                return
+            if path not in CAPTURE_PATHS:
+                self._answer(200, {})
+                return
+            try:
+                payload = _decode(raw, (self.headers.get("Content-Encoding") or "").lower())
+            except (ValueError, OSError, EOFError, zlib.error):
+                with counters.lock:
+                    counters.bad_requests += 1
+                self._answer(400, {"detail": "undecodable body"})
+                return
+            if isinstance(payload, dict) and isinstance(payload.get("batch"), list):
+                count = len(payload["batch"])
+            elif isinstance(payload, list):
+                count = len(payload)
+            else:
+                count = 1
+            with counters.lock:
+                counters.events += count
+                counters.batches += 1
+                counters.bytes += len(raw)
+            self._answer(200, {"status": 1})
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Counting PostHog capture endpoint.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--port-file", type=Path, help="write the chosen port here")
+    args = parser.parse_args(argv)
+
+    counters = Counters()
+    server = make_server(args.host, args.port, counters)
+    port = int(server.server_address[1])
+
+    def stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if args.port_file:
+        tmp = args.port_file.with_name(args.port_file.name + f".{os.getpid()}.tmp")
+        tmp.write_text(str(port))
+        tmp.replace(args.port_file)  # readers never see a half-written file
+    print(f"capture endpoint listening on http://{args.host}:{port}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.1)
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
