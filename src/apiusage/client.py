@@ -151,7 +151,14 @@ class UsageClient:
             sample_rate=settings.sample_rate,
             route_sample_rates=settings.route_sample_rates,
         )
-        self.pipeline = EventPipeline(self.builder, self.fallback_resolver, self.sink, self.stats)
+        self.pipeline = EventPipeline(
+            self.builder,
+            self.fallback_resolver,
+            self.sink,
+            self.stats,
+            backlog=lambda: self.delivery.pending,
+            backlog_limit=2 * settings.batch_size,
+        )
         self.delivery: Delivery = BackgroundDelivery(
             self.pipeline.process,
             self.stats,

@@ -11,6 +11,7 @@ delivered, sampled out, or dropped with its reason.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from apiusage.builder import Built, EventBuilder
@@ -42,12 +43,24 @@ class EventPipeline:
     """Builds the events of a batch of queued items and delivers them to the sink."""
 
     def __init__(
-        self, builder: EventBuilder, fallback_resolver: ResolverChain, sink: Sink, stats: Stats
+        self,
+        builder: EventBuilder,
+        fallback_resolver: ResolverChain,
+        sink: Sink,
+        stats: Stats,
+        *,
+        backlog: Callable[[], int] = lambda: 0,
+        backlog_limit: int = 200,
     ) -> None:
         self.builder = builder
         self.fallback_resolver = fallback_resolver
         self.sink = sink
         self.stats = stats
+        #: Records still waiting behind this batch; above ``backlog_limit`` the worker is
+        #: falling behind and stops pausing: a saturated loop would hold the GIL for a
+        #: whole switch interval after every pause, and the queue would overflow.
+        self.backlog = backlog
+        self.backlog_limit = backlog_limit
 
     def build(self, item: Any, into: Built) -> None:
         """Add the events of one queued item to ``into``."""
@@ -72,8 +85,9 @@ class EventPipeline:
         events = built.events
         requests = journeys = build_failed = 0
         build = self.build
+        pause = self.backlog() <= self.backlog_limit
         for position, item in enumerate(items):
-            if position and not position % _BUILD_SLICE:
+            if pause and position and not position % _BUILD_SLICE:
                 _let_others_run()
             if isinstance(item, RequestRecord):
                 requests += 1
