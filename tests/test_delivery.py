@@ -287,3 +287,21 @@ def test_forked_child_delivers_its_own_records(make_client: MakeClient) -> None:
 
     assert client.flush(timeout=10)
     assert [event.name for event in sink.events] == ["delivered_before_fork", "queued_in_parent"]
+
+
+@pytest.mark.parametrize(("backlog", "pauses"), [(0, 2), (10_000, 0)])
+def test_worker_pauses_for_the_loop_unless_it_is_falling_behind(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch, backlog: int, pauses: int
+) -> None:
+    """Every 16 records the worker lets a waiting thread have the GIL, but not when records
+    pile up behind it: then each pause would cost a switch interval and the queue overflow."""
+    from apiusage import pipeline
+
+    taken: list[float] = []
+    monkeypatch.setattr(pipeline, "_let_others_run", lambda: taken.append(time.monotonic()))
+    sink = MemorySink()
+    client = make_client(sink)
+    client.pipeline.backlog = lambda: backlog
+    client.pipeline.process([journey(i=i) for i in range(40)])
+    assert len(taken) == pauses
+    assert len(sink.events) == 40
