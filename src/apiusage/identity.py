@@ -167,10 +167,20 @@ def from_api_key(hasher: KeyedHasher, detector: AuthDetector | None = None) -> R
     """
 
     find = (detector or AuthDetector()).credential
+    # Identities are immutable: one object per key, not one per request for the worker
+    # to allocate and the garbage collector to track.
+    known: dict[str, Identity] = {}
 
     def resolve_from_api_key(view: RequestView) -> Identity | None:
         credential = find(view)
-        return Identity(hasher(credential)) if credential else None
+        if not credential:
+            return None
+        identity = known.get(credential)
+        if identity is None:
+            if len(known) >= _HASH_CACHE_SIZE:
+                known.clear()
+            identity = known[credential] = Identity(hasher(credential))
+        return identity
 
     return resolve_from_api_key
 
