@@ -148,26 +148,11 @@ class BatchEncoder:
         }
         # Without a caller, PostHog's SDK names the group itself as the (personful) sender.
         distinct_id = group.distinct_id or f"${group.group_type}_{group.group_key}"
+        message = (distinct_id, group.uuid, group.timestamp, properties, self._constant)
         try:
-            data = self._message(
-                "$groupidentify",
-                distinct_id,
-                group.uuid,
-                group.timestamp,
-                properties,
-                self._constant,
-                _dumps,
-            )
+            data = self._message("$groupidentify", *message, _dumps)
         except (TypeError, orjson.JSONEncodeError):
-            data = self._message(
-                "$groupidentify",
-                distinct_id,
-                group.uuid,
-                group.timestamp,
-                properties,
-                self._constant,
-                _dumps_stdlib,
-            )
+            data = self._message("$groupidentify", *message, _dumps_stdlib)
         return EncodedEvent(group.uuid, "$groupidentify", data)
 
     def _message(
