@@ -40,8 +40,8 @@ Method
   (elapsed time is shown too, as "wall"). The CPU time of child processes the measured
   process waited for is added; one still running after the run is flagged in the table,
   since work moved into another process would otherwise go uncounted.
-* **The capture endpoint runs in another process** (this file, started with
-  ``--serve-capture``): an in-process endpoint would add its own CPU time (parsing,
+* **The capture endpoint runs in another process** (``capture_endpoint.py``, shared with
+  ``bench_server.py``): an in-process endpoint would add its own CPU time (parsing,
   decompressing, counting) to the measured process and bill the receiving side of the
   delivery to the sender. It accepts PostHog's ``POST /batch/``, ``/i/v0/e/``, ``/e/``,
   ``/capture/`` and ``/track/`` (JSON, gzip or not), answers ``200 {"status": 1}``, counts
@@ -73,28 +73,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import gzip
 import importlib.util
 import json
 import math
 import os
 import platform
-import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import types
 import urllib.request
-import zlib
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing, suppress
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -141,150 +135,8 @@ HEADERS = {
 BASE_URL = "http://testserver"
 
 # ============================================================================ capture endpoint
-
-#: Paths PostHog's SDKs post events to (the query string is ignored).
-CAPTURE_PATHS = frozenset(
-    {
-        "/batch/",
-        "/batch",
-        "/i/v0/e/",
-        "/i/v0/e",
-        "/e/",
-        "/e",
-        "/capture/",
-        "/capture",
-        "/track/",
-        "/track",
-    }
-)
-
-
-def _decode_body(raw: bytes, encoding: str, query: str) -> Any:
-    """The JSON payload of a capture request: gzip (header, query or magic bytes) or plain."""
-    if raw[:2] == b"\x1f\x8b" or "gzip" in encoding or "compression=gzip" in query:
-        raw = gzip.decompress(raw)
-    elif "deflate" in encoding:
-        raw = zlib.decompress(raw)
-    return json.loads(raw) if raw else None
-
-
-def _events_in(payload: Any) -> list[dict[str, Any]]:
-    """Events of a batch (``{"batch": [...]}``), a list of events, or a single event."""
-    if isinstance(payload, dict):
-        if isinstance(payload.get("batch"), list):
-            return [item for item in payload["batch"] if isinstance(item, dict)]
-        if "event" in payload:
-            return [payload]
-    if isinstance(payload, list):
-        return [item for item in payload if isinstance(item, dict)]
-    return []
-
-
-class CaptureCounter:
-    """Thread-safe counts of what the capture endpoint received."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.by_event: Counter[str] = Counter()
-        self.capture_requests = 0
-        self.other_requests = 0
-        self.bad_requests = 0
-
-    def add(self, events: Sequence[dict[str, Any]]) -> None:
-        with self._lock:
-            self.capture_requests += 1
-            self.by_event.update(str(event.get("event")) for event in events)
-
-    def other(self, *, bad: bool = False) -> None:
-        with self._lock:
-            if bad:
-                self.bad_requests += 1
-            else:
-                self.other_requests += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "events": sum(self.by_event.values()),
-                "by_event": dict(self.by_event),
-                "capture_requests": self.capture_requests,
-                "other_requests": self.other_requests,
-                "bad_requests": self.bad_requests,
-            }
-
-
-def _capture_handler(counter: CaptureCounter) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as PostHog's SDKs expect
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _body(self) -> bytes:
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                chunks: list[bytes] = []
-                while True:
-                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                    if size == 0:
-                        self.rfile.readline()
-                        return b"".join(chunks)
-                    chunks.append(self.rfile.read(size))
-                    self.rfile.readline()
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
-
-        def _answer(self, status: int, body: Any) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_POST(self) -> None:
-            raw = self._body()
-            path, _, query = self.path.partition("?")
-            if path not in CAPTURE_PATHS:
-                counter.other()
-                self._answer(200, {})
-                return
-            try:
-                payload = _decode_body(raw, self.headers.get("Content-Encoding", "").lower(), query)
-            except (OSError, ValueError, zlib.error):
-                counter.other(bad=True)
-                self._answer(400, {"detail": "body is not JSON (plain, gzip or deflate)"})
-                return
-            counter.add(_events_in(payload))  # counted before answering: a flush sees it
-            self._answer(200, {"status": 1})
-
-        def do_GET(self) -> None:
-            if self.path.partition("?")[0] == "/count":
-                self._answer(200, counter.snapshot())
-            else:
-                counter.other()
-                self._answer(200, {})
-
-    return Handler
-
-
-def serve_capture(port_file: Path | None, port: int = 0) -> None:
-    """Run the capture endpoint until SIGTERM / SIGINT; write the chosen port to port_file."""
-    counter = CaptureCounter()
-    server = ThreadingHTTPServer(("127.0.0.1", port), _capture_handler(counter))
-    server.daemon_threads = True
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    chosen = int(server.server_address[1])
-    if port_file is not None:
-        tmp = port_file.with_suffix(".tmp")
-        tmp.write_text(str(chosen))
-        tmp.replace(port_file)  # atomic: the reader never sees a half-written port
-    print(f"capture endpoint listening on http://127.0.0.1:{chosen}", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+#: The counting stand-in for PostHog's capture endpoint, run in its own process.
+CAPTURE_ENDPOINT = Path(__file__).resolve().parent / "capture_endpoint.py"
 
 
 def capture_counts(url: str) -> dict[str, Any]:
@@ -685,11 +537,12 @@ class CaptureEndpoint:
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                str(Path(__file__).resolve()),
-                "--serve-capture",
+                str(CAPTURE_ENDPOINT),
+                "--port-file",
                 str(port_file),
             ],
             stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             cwd=workdir,
         )
         deadline = time.monotonic() + 20
@@ -936,13 +789,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer requests and repeats (noisier)")
     parser.add_argument("--json", type=Path, help="write machine info, settings and every run here")
     # Internal modes: the capture endpoint, and one measurement.
-    parser.add_argument("--serve-capture", metavar="PORT_FILE", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.serve_capture is not None:
-        serve_capture(args.serve_capture)
-        return 0
     if args.child is not None:
         result = run_child(RunSpec(**json.loads(args.child)))
         print(json.dumps(asdict(result)))

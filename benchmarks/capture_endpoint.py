@@ -11,7 +11,8 @@ Endpoints:
   ``Content-Encoding: gzip`` or plain, ``{"api_key": ..., "batch": [...]}``; the items of
   ``batch`` are counted (a body without ``batch`` counts as one event). Answers
   ``200 {"status": 1}``; a body that cannot be decoded answers 400 and is counted as bad.
-* ``GET /count``: ``{"events": N, "batches": B, "bad_requests": X, "bytes": Y}``.
+* ``GET /count``: ``{"events": N, "by_event": {name: n}, "batches": B, "bad_requests": X,
+  "bytes": Y}``.
 * ``POST /reset``: zeroes every counter.
 * Anything else (``/flags`` …): ``200 {}``.
 """
@@ -26,27 +27,32 @@ import signal
 import sys
 import threading
 import zlib
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 __all__ = ["Counters", "main", "make_server"]
 
-CAPTURE_PATHS = frozenset({"/batch/", "/batch", "/capture/", "/capture", "/e/", "/e", "/i/v0/e/"})
+CAPTURE_PATHS = frozenset(
+    {"/batch/", "/batch", "/capture/", "/capture", "/e/", "/e", "/i/v0/e/", "/i/v0/e", "/track/"}
+)
 
 
 class Counters:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.events = 0
+        self.by_event: Counter[str] = Counter()
         self.batches = 0
         self.bad_requests = 0
         self.bytes = 0
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
                 "events": self.events,
+                "by_event": dict(self.by_event),
                 "batches": self.batches,
                 "bad_requests": self.bad_requests,
                 "bytes": self.bytes,
@@ -55,10 +61,11 @@ class Counters:
     def reset(self) -> None:
         with self.lock:
             self.events = self.batches = self.bad_requests = self.bytes = 0
+            self.by_event.clear()
 
 
-def _decode(raw: bytes, encoding: str) -> Any:
-    if encoding == "gzip" or raw[:2] == b"\x1f\x8b":
+def _decode(raw: bytes, encoding: str, query: str) -> Any:
+    if "gzip" in encoding or "compression=gzip" in query or raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     elif encoding == "deflate":
         raw = zlib.decompress(raw)
@@ -90,7 +97,7 @@ def make_server(host: str, port: int, counters: Counters) -> ThreadingHTTPServer
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
             if path == "/reset":
                 counters.reset()
                 self._answer(200, {"status": 1})
@@ -99,20 +106,23 @@ def make_server(host: str, port: int, counters: Counters) -> ThreadingHTTPServer
                 self._answer(200, {})
                 return
             try:
-                payload = _decode(raw, (self.headers.get("Content-Encoding") or "").lower())
+                encoding = (self.headers.get("Content-Encoding") or "").lower()
+                payload = _decode(raw, encoding, query)
             except (ValueError, OSError, EOFError, zlib.error):
                 with counters.lock:
                     counters.bad_requests += 1
                 self._answer(400, {"detail": "undecodable body"})
                 return
             if isinstance(payload, dict) and isinstance(payload.get("batch"), list):
-                count = len(payload["batch"])
+                events = payload["batch"]
             elif isinstance(payload, list):
-                count = len(payload)
+                events = payload
             else:
-                count = 1
-            with counters.lock:
-                counters.events += count
+                events = [payload]
+            names = [e.get("event") if isinstance(e, dict) else None for e in events]
+            with counters.lock:  # counted before answering: a flush that returns sees it
+                counters.events += len(events)
+                counters.by_event.update(str(name) for name in names)
                 counters.batches += 1
                 counters.bytes += len(raw)
             self._answer(200, {"status": 1})
