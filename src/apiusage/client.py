@@ -37,17 +37,13 @@ from apiusage.identity import (
 )
 from apiusage.pipeline import EventPipeline
 from apiusage.record import (
-    AVERAGE_HEADER_LENGTH,
-    HEADER_BYTES,
+    AVERAGE_HEADER_BYTES,
+    JOURNEY_EVENT_BYTES,
+    PROPERTY_BYTES,
+    RECORD_BYTES,
     IdentifyCall,
     JourneyEvent,
     RequestRecord,
-)
-from apiusage.record import (
-    JOURNEY_EVENT_BYTES as _JOURNEY_EVENT_BYTES,
-)
-from apiusage.record import (
-    PROPERTY_BYTES as _PROPERTY_BYTES,
 )
 from apiusage.request_view import RequestView, state_of
 from apiusage.sinks.base import Sink
@@ -156,8 +152,7 @@ class UsageClient:
             self.fallback_resolver,
             self.sink,
             self.stats,
-            backlog=lambda: self.delivery.pending,
-            backlog_limit=2 * settings.batch_size,
+            behind=lambda: self.delivery.behind,
         )
         self.delivery: Delivery = BackgroundDelivery(
             self.pipeline.process,
@@ -333,16 +328,16 @@ class UsageClient:
         (:meth:`RequestRecord.measured_bytes`), the only time its bound can bite.
         """
         scope = record.scope
-        size = _RECORD_BYTES + len(record.path) + len(record.query_string)
+        size = RECORD_BYTES + len(record.path) + len(record.query_string)
         raw = record.raw_headers
         if isinstance(raw, dict):  # a WSGI environ or Django META: copy the headers we read
             raw = record.raw_headers = {key: raw[key] for key in self._environ_keys if key in raw}
         elif record.route is None and "type" in scope:  # ASGI: headers kept as they are
             record.route = asgi_route_template(scope, record.root_path, record.status, record.path)
-        size += _AVERAGE_HEADER_BYTES * len(raw)
+        size += AVERAGE_HEADER_BYTES * len(raw)
         if record.journey:
             for event in record.journey:
-                size += _JOURNEY_EVENT_BYTES + _PROPERTY_BYTES * len(event.properties)
+                size += JOURNEY_EVENT_BYTES + PROPERTY_BYTES * len(event.properties)
         record.scope = _DETACHED
         record.native = None
         record.state = None
@@ -402,15 +397,10 @@ class UsageClient:
 
 
 _DETACHED: dict[str, Any] = {}
-# Estimated bytes of a queued record (measured with tracemalloc, see docs/delivery.md), of
-# each header it keeps (plus its value's length, or an average one), and of a journey
-# event and each of its properties.
-_RECORD_BYTES = 640
-_AVERAGE_HEADER_BYTES = HEADER_BYTES + AVERAGE_HEADER_LENGTH
 
 
-def _header_names(settings: Settings) -> set[str]:
-    """Lower-case names of every header the worker's detectors and resolvers read."""
+def _environ_keys(settings: Settings) -> tuple[str, ...]:
+    """The WSGI environ keys of every header the worker's detectors and resolvers read."""
     names = {
         "authorization",
         "cookie",
@@ -422,12 +412,7 @@ def _header_names(settings: Settings) -> set[str]:
     }
     if settings.caller_header:
         names.add(settings.caller_header)
-    return names
-
-
-def _environ_keys(settings: Settings) -> tuple[str, ...]:
-    """The WSGI environ keys of the headers in :func:`_header_names`."""
-    keys = {name.upper().replace("-", "_") for name in _header_names(settings)}
+    keys = {name.upper().replace("-", "_") for name in names}
     return tuple(key if key == "CONTENT_TYPE" else "HTTP_" + key for key in sorted(keys))
 
 

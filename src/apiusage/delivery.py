@@ -51,6 +51,10 @@ class Delivery(Protocol):
     def pending(self) -> int:
         """Items accepted and not yet handed to the worker."""
 
+    @property
+    def behind(self) -> bool:
+        """True while the worker is not keeping up with what is submitted."""
+
 
 Process = Callable[[list[Any]], None]
 
@@ -73,7 +77,8 @@ class BackgroundDelivery:
         self._stats = stats
         self._max_queue_size = max_queue_size
         self._max_queue_bytes = max_queue_bytes
-        self._measure_above = 2 * batch_size
+        # More than two batches waiting: the worker is falling behind (see ``behind``).
+        self._behind_above = 2 * batch_size
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._after_fork_hook = after_fork
@@ -125,7 +130,7 @@ class BackgroundDelivery:
             return False
         queue = self._queue
         size = getattr(item, "queued_bytes", DEFAULT_ITEM_BYTES)
-        if len(queue) > self._measure_above:
+        if len(queue) > self._behind_above:
             # The worker is behind, so the byte bound may bite: measure instead of estimate.
             measure = getattr(item, "measured_bytes", None)
             if measure is not None:
@@ -238,6 +243,15 @@ class BackgroundDelivery:
     def pending(self) -> int:
         """Records waiting for the worker."""
         return len(self._queue)
+
+    @property
+    def behind(self) -> bool:
+        """More than two batches wait: the worker is not keeping up right now.
+
+        Then the queue measures what it takes in (its byte bound may bite) and the worker
+        stops pausing for the event loop (see :mod:`apiusage.pipeline`).
+        """
+        return len(self._queue) > self._behind_above
 
     @property
     def pending_bytes(self) -> int:

@@ -49,18 +49,16 @@ class EventPipeline:
         sink: Sink,
         stats: Stats,
         *,
-        backlog: Callable[[], int] = lambda: 0,
-        backlog_limit: int = 200,
+        behind: Callable[[], bool] = lambda: False,
     ) -> None:
         self.builder = builder
         self.fallback_resolver = fallback_resolver
         self.sink = sink
         self.stats = stats
-        #: Records still waiting behind this batch; above ``backlog_limit`` the worker is
-        #: falling behind and stops pausing: a saturated loop would hold the GIL for a
-        #: whole switch interval after every pause, and the queue would overflow.
-        self.backlog = backlog
-        self.backlog_limit = backlog_limit
+        #: True when the worker is falling behind: it then stops pausing, since a saturated
+        #: loop would hold the GIL a whole switch interval after every pause, and the queue
+        #: would overflow.
+        self.behind = behind
 
     def build(self, item: Any, into: Built) -> None:
         """Add the events of one queued item to ``into``."""
@@ -85,7 +83,7 @@ class EventPipeline:
         events = built.events
         requests = journeys = build_failed = 0
         build = self.build
-        pause = self.backlog() <= self.backlog_limit
+        pause = not self.behind()
         for position, item in enumerate(items):
             if pause and position and not position % _BUILD_SLICE:
                 _let_others_run()

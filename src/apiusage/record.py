@@ -19,11 +19,14 @@ if TYPE_CHECKING:
 
 __all__ = ["IdentifyCall", "JourneyEvent", "RequestRecord", "exception_name"]
 
-#: Estimated bytes of a kept header beyond its value, the length assumed for a value that
-#: was not measured, of a ``track()`` event, and of each of its properties (calibrated
-#: with ``benchmarks/bench_memory.py``).
+#: Estimated bytes of a queued record without its strings and headers, of a kept header
+#: beyond its value, the length assumed for a value that was not measured, of a
+#: ``track()`` event and of each of its properties (calibrated with
+#: ``benchmarks/bench_memory.py``). The queue's byte bound counts these.
+RECORD_BYTES = 640
 HEADER_BYTES = 100
 AVERAGE_HEADER_LENGTH = 40
+AVERAGE_HEADER_BYTES = HEADER_BYTES + AVERAGE_HEADER_LENGTH
 JOURNEY_EVENT_BYTES = 400
 PROPERTY_BYTES = 160
 _flatten = chain.from_iterable
