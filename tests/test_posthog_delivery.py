@@ -21,7 +21,8 @@ import pytest
 import apiusage
 from apiusage.events import Event, GroupUpdate, new_event_uuid
 from apiusage.health import Stats
-from apiusage.sinks.posthog import PostHogSink
+from apiusage.sinks.discard import DiscardSink
+from apiusage.sinks.posthog import PostHogSink, ingestion_host
 from apiusage.wire import process_properties
 from tests.support.capture_server import CaptureServer
 
@@ -317,3 +318,48 @@ def test_the_body_is_gzipped_json(server: CaptureServer) -> None:
     [batch] = server.batches()
     assert batch.headers["content-encoding"] == "gzip"
     assert json.loads(gzip.decompress(batch.raw_body))["batch"][0]["event"] == "api_request"
+
+
+# ------------------------------------------------------------------ configuration
+def test_settings_reach_the_transport(server: CaptureServer) -> None:
+    client = apiusage.UsageClient(
+        posthog_api_key=API_KEY,
+        posthog_host=server.url + "/",
+        identity_secret="s" * 32,
+        posthog_timeout=2.5,
+        max_attempts=2,
+    )
+    try:
+        assert isinstance(client.sink, PostHogSink)
+        assert client.sink.host == server.url
+        assert client.sink.transport.timeout == 2.5
+        assert client.sink.sender.max_attempts == 2
+    finally:
+        client.close(timeout=1)
+
+
+def test_posthog_app_hosts_map_to_their_ingestion_hosts() -> None:
+    assert ingestion_host("https://app.posthog.com") == "https://us.i.posthog.com"
+    assert ingestion_host("https://eu.posthog.com/") == "https://eu.i.posthog.com"
+    assert ingestion_host("https://posthog.example.com/") == "https://posthog.example.com"
+
+
+@pytest.mark.parametrize("options", [{"disabled": True}, {"send": False}])
+def test_a_disabled_posthog_client_turns_delivery_off(
+    server: CaptureServer, options: dict[str, Any]
+) -> None:
+    own = posthog.Posthog(API_KEY, host=server.url, **options)
+    client = apiusage.UsageClient(posthog_client=own, identity_secret="s" * 32)
+    try:
+        assert isinstance(client.sink, DiscardSink)
+    finally:
+        client.close(timeout=1)
+        own.shutdown()
+
+
+def test_a_posthog_client_without_a_key_fails_at_start_up() -> None:
+    class NotAClient:
+        api_key = ""
+
+    with pytest.raises(apiusage.ConfigurationError, match="posthog_client"):
+        apiusage.UsageClient(posthog_client=NotAClient(), identity_secret="s" * 32)
