@@ -155,7 +155,7 @@ async def _key_ids(make_client: MakeClient, secret: str) -> tuple[list[str], str
         await http.get("/track?n=1", headers={"X-API-Key": "sk_live_TOPSECRET_1"})
     assert client.flush()
     everything = json.dumps(
-        [asdict(event) for event in sink.events] + [asdict(g) for g in sink.groups]
+        [event.as_dict() for event in sink.events] + [asdict(g) for g in sink.groups]
     )
     return [event.distinct_id for event in sink.named("api_request")], everything
 
@@ -189,7 +189,7 @@ async def test_jwt_and_session_are_not_hashed_into_identities(make_client: MakeC
         (True, "jwt"),
         (True, "session"),
     ]
-    assert JWT not in json.dumps([asdict(event) for event in events])
+    assert JWT not in json.dumps([event.as_dict() for event in events])
 
 
 def test_keyed_hasher() -> None:

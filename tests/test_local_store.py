@@ -6,7 +6,6 @@ import json
 import multiprocessing
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -209,9 +208,9 @@ def test_several_processes_share_one_store(tmp_path: Path) -> None:
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
 
 
-def test_event_dataclass_round_trip_is_complete() -> None:
+def test_event_round_trip_is_complete() -> None:
     """Every Event field has a column: a new field must be stored, too."""
-    assert set(asdict(make_event("x"))) == {
+    assert set(make_event("x").as_dict()) == {
         "name",
         "distinct_id",
         "properties",
@@ -322,3 +321,47 @@ def test_a_store_from_a_newer_apiusage_is_refused_clearly(tmp_path: Path) -> Non
         LocalStoreSink(path)
     with pytest.raises(apiusage.ConfigurationError, match="APIUSAGE_STORE"):
         UsageClient(store=path, identity_secret=SECRET)
+
+
+def test_shared_properties_are_stored_with_the_events_own(tmp_path: Path) -> None:
+    from apiusage.events import SharedProperties
+
+    sink = LocalStoreSink(tmp_path / "events.sqlite3")
+    shared = SharedProperties({"route": "/v1/x", "method": "GET", "status_code": 200, "tier": 1})
+    events = [
+        Event(
+            "api_request", "u", {"duration_ms": 1.5, "request_id": "r1"}, 1.0, "e1", shared=shared
+        ),
+        Event(
+            "api_request", "u", {"duration_ms": 2.5, "status_code": 503}, 2.0, "e2", shared=shared
+        ),
+    ]
+    assert sink.send(events, []) == 2
+    sink.close(1)
+    assert rows(
+        tmp_path / "events.sqlite3",
+        "SELECT uuid, route, method, status_code, duration_ms, properties FROM events ORDER BY 1",
+    ) == [
+        ("e1", "/v1/x", "GET", 200, 1.5, '{"tier":1,"request_id":"r1"}'),
+        ("e2", "/v1/x", "GET", 503, 2.5, '{"tier":1}'),
+    ]
+
+
+async def test_requests_of_one_route_and_caller_share_their_properties() -> None:
+    from tests.support.apps import asgi_client, starlette_app
+
+    memory = MemorySink()
+    client = UsageClient(sink=memory, identity_secret=SECRET, caller_header="x-caller")
+    try:
+        async with asgi_client(ASGIMiddleware(starlette_app(), client=client)) as http:
+            for caller in ("carol", "carol", "dave"):
+                await http.get("/v1/items/1", headers={"X-Caller": caller})
+            await http.get("/nope", headers={"X-Caller": "carol"})
+        assert client.flush()
+    finally:
+        client.close()
+    first, second, other_caller, not_found = memory.named("api_request")
+    assert first.shared is second.shared is other_caller.shared  # no organisation: same
+    assert not_found.shared is not first.shared
+    assert first.properties["request_id"] != second.properties["request_id"]
+    assert not_found.properties["status_code"] == 404

@@ -19,7 +19,7 @@ import posthog
 import pytest
 
 import apiusage
-from apiusage.events import Event, GroupUpdate, new_event_uuid
+from apiusage.events import Event, GroupUpdate, SharedProperties, new_event_uuid
 from apiusage.health import Stats
 from apiusage.sinks.discard import DiscardSink
 from apiusage.sinks.posthog import PostHogSink, ingestion_host
@@ -183,6 +183,42 @@ def test_values_json_cannot_hold_are_sent_as_text_and_reserved_keys_once(
     assert properties["tags"] == ["a", "b"]
     assert properties["$lib"] == "apiusage-python"
     assert properties["$groups"] == {"organisation": "acme"}
+
+
+def test_shared_properties_are_sent_as_if_every_event_had_them(server: CaptureServer) -> None:
+    """Events built from one SharedProperties send exactly what inline properties would,
+    their own values win, and a value orjson refuses in the shared part still gets sent."""
+    sink, _ = make_sink(server)
+    shared = SharedProperties({"route": "/v1/items/{item_id}", "status_code": 200, "$lib": "x"})
+    odd = SharedProperties({"route": "/v1/big", "huge": 2**70})
+    moment = time.time()
+    events = [
+        Event("api_request", "u1", {"n": 1}, moment, "a", shared=shared),
+        Event("api_request", "u2", {"n": 2}, moment, "b", {"organisation": "acme"}, shared=shared),
+        Event("api_request", "u3", {}, moment, "c", personless=True, shared=shared),
+        Event("api_request", "u4", {"n": 4}, moment, "d", shared=odd),
+    ]
+    inline = [
+        Event(
+            e.name,
+            e.distinct_id,
+            dict(e.properties),
+            e.timestamp,
+            e.uuid,
+            e.groups,
+            e.person_properties,
+            e.personless,
+        )
+        for e in events
+    ]
+    assert sink.send(events, []) == 4
+    assert sink.send(inline, []) == 4
+    sent = server.events()
+    assert sent[:4] == sent[4:]
+    assert [event["properties"].get("n") for event in sent[:4]] == [1, 2, None, 4]
+    assert {event["properties"]["$lib"] for event in sent} == {"apiusage-python"}
+    assert sent[3]["properties"]["huge"] == 2**70
+    assert sent[2]["properties"]["$process_person_profile"] is False
 
 
 def test_timestamps_are_utc_iso_with_microseconds(server: CaptureServer) -> None:

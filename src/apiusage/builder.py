@@ -13,7 +13,7 @@ from apiusage import __version__
 from apiusage.detect.auth import AuthDetector
 from apiusage.detect.user_agent import parse_client_library
 from apiusage.detect.versions import VersionDetector
-from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate, new_event_uuid
+from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate, SharedProperties, new_event_uuid
 from apiusage.identity import Identity
 from apiusage.record import JourneyEvent, RequestRecord
 from apiusage.request_view import RequestView
@@ -21,6 +21,8 @@ from apiusage.request_view import RequestView
 __all__ = ["Built", "EventBuilder"]
 
 _SEEN_LIMIT = 100_000
+#: Combinations of shared request properties kept (a few per route and caller kind).
+_SHARED_LIMIT = 4096
 _MAX_PROPERTY_KEYS = 100
 
 
@@ -83,6 +85,7 @@ class EventBuilder:
         self.route_sample_rates = dict(route_sample_rates or {})
         self._groups_sent: dict[str, int] = {}
         self._persons_sent: dict[str, int] = {}
+        self._shared: dict[tuple[Any, ...], SharedProperties] = {}
 
     def forget_sent(self) -> None:
         """Forget which groups/persons were sent (after a fork, the child starts fresh)."""
@@ -93,8 +96,9 @@ class EventBuilder:
     def build_request(self, record: RequestRecord, view: RequestView, into: Built) -> None:
         """Add the events of one request (its ``api_request`` and journey events) to ``into``.
 
-        Runs once per request on the worker: written for speed (one dict literal, no
-        helper objects), since every µs here is a µs of the host process's CPU.
+        Runs once per request on the worker: written for speed (what requests have in
+        common is looked up, not rebuilt), since every µs here is a µs of the host
+        process's CPU.
         """
         route = view.route
         identity = record.identity
@@ -110,56 +114,63 @@ class EventBuilder:
             if record.auth_method is not None:
                 auth_method = record.auth_method
             library, library_version = parse_client_library(view.header("user-agent"))
+            organisation = identity.organisation if identity is not None else None
+            framework = record.framework or self.framework
             status = record.status
-            properties: dict[str, Any] = {
-                "method": record.method,
-                "route": route,
-                "status_code": status,
-                "status_class": _STATUS_CLASSES.get(status // 100) if status else None,
+            exception = record.exception
+            disconnected = record.client_disconnected
+            # What requests of one route and caller have in common is made once (see
+            # SharedProperties); only the lines below are this request's own.
+            key = (
+                route,
+                record.method,
+                status,
+                version.version,
+                version.source,
+                auth_method,
+                auth_location,
+                library,
+                library_version,
+                exception,
+                disconnected,
+                framework,
+                record.transport,
+                rate,
+                organisation,
+            )
+            shared = self._shared.get(key)
+            if shared is None:
+                shared = self._share(key)
+            own = {
                 "duration_ms": round((record.duration_ns or 0) / 1e6, 3),
                 "request_bytes": record.request_bytes,
                 "response_bytes": record.response_bytes,
-                "api_version": version.version,
-                "api_version_source": version.source,
-                "auth_method": auth_method,
-                "auth_location": auth_location,
-                "client_library": library,
-                "client_library_version": library_version,
-                "exception": record.exception,
-                "client_disconnected": record.client_disconnected,
-                "framework": record.framework or self.framework,
-                "transport": record.transport,
                 "request_id": request_id,
-                # Multiply counts by 1/sample_rate to estimate the true volume.
-                "sample_rate": rate,
-                "schema_version": SCHEMA_VERSION,
-                "apiusage_version": __version__,
             }
             if identity is None:
                 # Anonymous: a personless event keyed by the request, so nothing is profiled.
-                properties["organisation"] = None
                 into.events.append(
                     Event(
                         self.event_name,
                         request_id,
-                        properties,
+                        own,
                         record.started_at,
                         request_id,
                         personless=True,
+                        shared=shared,
                     )
                 )
             else:
-                organisation = identity.organisation
-                properties["organisation"] = organisation
                 into.events.append(
                     Event(
                         self.event_name,
                         identity.distinct_id,
-                        properties,
+                        own,
                         record.started_at,
                         request_id,
-                        {self.organisation_group: organisation} if organisation else {},
-                        self._person_update(identity) if identity.person_properties else {},
+                        {self.organisation_group: organisation} if organisation else None,
+                        self._person_update(identity) if identity.person_properties else None,
+                        shared=shared,
                     )
                 )
         else:
@@ -175,6 +186,53 @@ class EventBuilder:
                 into.events.append(self._journey(journey, inherited, identity, record))
         if identity is not None and identity.organisation:
             into.groups.extend(self._group_updates(identity, record.started_at))
+
+    def _share(self, key: tuple[Any, ...]) -> SharedProperties:
+        """The properties of one combination in :meth:`build_request`'s key, made once."""
+        (
+            route,
+            method,
+            status,
+            api_version,
+            api_version_source,
+            auth_method,
+            auth_location,
+            library,
+            library_version,
+            exception,
+            disconnected,
+            framework,
+            transport,
+            rate,
+            organisation,
+        ) = key
+        shared = SharedProperties(
+            {
+                "method": method,
+                "route": route,
+                "status_code": status,
+                "status_class": _STATUS_CLASSES.get(status // 100) if status else None,
+                "api_version": api_version,
+                "api_version_source": api_version_source,
+                "auth_method": auth_method,
+                "auth_location": auth_location,
+                "client_library": library,
+                "client_library_version": library_version,
+                "exception": exception,
+                "client_disconnected": disconnected,
+                "framework": framework,
+                "transport": transport,
+                # Multiply counts by 1/sample_rate to estimate the true volume.
+                "sample_rate": rate,
+                "schema_version": SCHEMA_VERSION,
+                "apiusage_version": __version__,
+                "organisation": organisation,
+            }
+        )
+        if len(self._shared) >= _SHARED_LIMIT:
+            self._shared.clear()
+        self._shared[key] = shared
+        return shared
 
     # ------------------------------------------------------------ standalone calls
     def build_journey(self, journey: JourneyEvent, into: Built) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from apiusage.events import Event, GroupUpdate
+from apiusage.events import Event, GroupUpdate, SharedProperties
 
 __all__ = [
     "COLUMN_PROPERTIES",
@@ -46,6 +46,8 @@ COLUMN_PROPERTIES = (
     "client_library_version",
 )
 _COLUMN_SET = frozenset(COLUMN_PROPERTIES)
+#: Where a SharedProperties keeps its part of a row (see ``_event_row``).
+_MEMO_KEY = "store-row"
 
 _EVENTS_TABLE = """
 CREATE TABLE events (
@@ -193,28 +195,43 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 def _event_row(event: Event) -> tuple[Any, ...]:
-    properties = event.properties
-    get = properties.get
-    rest = {key: value for key, value in properties.items() if key not in _COLUMN_SET}
+    shared = event.shared
+    if shared is None:
+        properties = event.own_properties
+        get = properties.get
+        columns = tuple(get(name) for name in COLUMN_PROPERTIES)
+        rest = _dumps({key: value for key, value in properties.items() if key not in _COLUMN_SET})
+    else:
+        # The shared part of the row (its columns, its JSON) is worked out once per
+        # SharedProperties; the event's own properties fill in over it.
+        shared_columns, shared_rest = shared.memo.get(_MEMO_KEY) or _remember_shared(shared)
+        own = event.own_properties
+        pairs = zip(COLUMN_PROPERTIES, shared_columns, strict=True)
+        columns = tuple(own.get(name, value) for name, value in pairs)
+        own_rest = {key: value for key, value in own.items() if key not in _COLUMN_SET}
+        rest = _dumps({**shared_rest, **own_rest}) if own_rest else _dumps(shared_rest)
     return (
         event.uuid,
         event.name,
         event.distinct_id,
         event.timestamp,
-        get("organisation"),
-        get("route"),
-        get("method"),
-        get("status_code"),
-        get("duration_ms"),
-        get("api_version"),
-        get("auth_method"),
-        get("client_library"),
-        get("client_library_version"),
+        *columns,
         int(event.personless),
-        _dumps(rest),
+        rest,
         _dumps(event.groups) if event.groups else None,
         _dumps(event.person_properties) if event.person_properties else None,
     )
+
+
+def _remember_shared(shared: SharedProperties) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    properties = shared.properties
+    get = properties.get
+    remembered = (
+        tuple(get(name) for name in COLUMN_PROPERTIES),
+        {key: value for key, value in properties.items() if key not in _COLUMN_SET},
+    )
+    shared.memo[_MEMO_KEY] = remembered
+    return remembered
 
 
 class LocalStoreSink:

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from apiusage import __version__
-from apiusage.events import Event, GroupUpdate
+from apiusage.events import Event, GroupUpdate, SharedProperties
 
 __all__ = ["LIBRARY_NAME", "BatchEncoder", "EncodedEvent", "process_properties"]
 
@@ -32,6 +32,8 @@ __all__ = ["LIBRARY_NAME", "BatchEncoder", "EncodedEvent", "process_properties"]
 LIBRARY_NAME = "apiusage-python"
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
+#: Where a :class:`SharedProperties` keeps its encoding for PostHog (see ``_shared_fragment``).
+_MEMO_KEY = "posthog-json"
 
 
 class EncodedEvent(NamedTuple):
@@ -125,10 +127,11 @@ class BatchEncoder:
         return EncodedEvent(event.uuid, event.name, data)
 
     def _encode_event(self, event: Event, dumps: Callable[[Any], bytes]) -> bytes:
-        properties: Mapping[str, Any] = event.properties
+        properties: Mapping[str, Any] = event.own_properties
         if not self._reserved.isdisjoint(properties):
             properties = {k: v for k, v in properties.items() if k not in self._reserved}
-        extra = self._constant
+        shared = event.shared
+        extra = self._constant if shared is None else self._shared_fragment(shared, dumps)
         if event.groups:
             extra += b',"$groups":' + dumps(event.groups)
         if event.person_properties:
@@ -138,6 +141,17 @@ class BatchEncoder:
         return self._message(
             event.name, event.distinct_id, event.uuid, event.timestamp, properties, extra, dumps
         )
+
+    def _shared_fragment(self, shared: SharedProperties, dumps: Callable[[Any], bytes]) -> bytes:
+        """The shared properties and the process's, encoded once per :class:`SharedProperties`."""
+        fragment: bytes | None = shared.memo.get(_MEMO_KEY)
+        if fragment is None:
+            properties = {k: v for k, v in shared.properties.items() if k not in self._reserved}
+            encoded = dumps(properties)[1:-1]
+            fragment = encoded + b"," + self._constant if encoded else self._constant
+            if dumps is _dumps:  # what the fallback encoder made is not kept: it is rare
+                shared.memo[_MEMO_KEY] = fragment
+        return fragment
 
     def encode_group(self, group: GroupUpdate) -> EncodedEvent:
         """A ``$groupidentify`` event, as ``posthog.group_identify()`` builds it."""
@@ -165,17 +179,18 @@ class BatchEncoder:
         extra: bytes,
         dumps: Callable[[Any], bytes],
     ) -> bytes:
-        head = dumps(
+        encoded = dumps(
             {
                 "event": name,
                 "distinct_id": distinct_id,
                 "uuid": event_uuid,
                 "timestamp": self._iso(timestamp),
+                "properties": properties,
             }
         )
-        encoded = dumps(properties)
-        opened = encoded[:-1] + b"," if len(encoded) > 2 else b"{"
-        return head[:-1] + b',"properties":' + opened + extra + b"}}"
+        # The encoding ends with the properties' "}" and the event's "}": ``extra`` goes
+        # in between (it is never empty: it holds at least the process's properties).
+        return encoded[:-2] + (b"," if properties else b"") + extra + b"}}"
 
     # ------------------------------------------------------------------ bodies
     def body(self, events: Sequence[EncodedEvent]) -> bytes:
