@@ -77,6 +77,7 @@ BENCHMARKS = {
     "server": "benchmarks/bench_server.py",  # real servers under load (needs wrk)
     "memory": "benchmarks/bench_memory.py",  # bytes per queued record
     "instructions": "benchmarks/instructions.py",  # request path under callgrind
+    "total_instructions": "benchmarks/total_instructions.py",  # whole process, callgrind
 }
 
 

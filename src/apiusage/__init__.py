@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 from apiusage.client import UsageClient, get_client
 from apiusage.config import ConfigurationError, Settings
 from apiusage.context import annotate, identify, track
-from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate
+from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate, SharedProperties
 from apiusage.identity import (
     Identity,
     KeyedHasher,
@@ -33,6 +33,7 @@ __all__ = [
     "RequestView",
     "ResolverChain",
     "Settings",
+    "SharedProperties",
     "UsageClient",
     "WSGIMiddleware",
     "__version__",
