@@ -23,8 +23,8 @@ from apiusage.sinks.base import Sink
 
 __all__ = ["EventPipeline"]
 
-#: How long the worker builds before it pauses for a thread waiting on the GIL.
-_SLICE_SECONDS = 0.0015
+#: Records built between two short sleeps of the worker (see ``_let_others_run``).
+_BUILD_SLICE = 16
 _PAUSE_SECONDS = 0.00005
 
 
@@ -35,11 +35,6 @@ def _let_others_run() -> None:
     ``sys.getswitchinterval()`` (5 ms) forces a switch, stalling an event loop that long.
     ``time.sleep(0)`` is not enough: the worker takes the GIL back before the waiting
     thread has woken up. A 50 µs sleep lets it in; it costs the worker no CPU.
-
-    Pauses are timed (one per 1.5 ms of building), not counted in records: every hand-over
-    of the GIL between two threads costs both of them CPU (measured on a 2-vCPU VM, a
-    pause every 16 records cost more CPU than the building itself), so the worker pauses
-    as seldom as the event loop's 2 ms stall budget allows.
     """
     time.sleep(_PAUSE_SECONDS)
 
@@ -89,12 +84,9 @@ class EventPipeline:
         requests = journeys = build_failed = 0
         build = self.build
         pause = not self.behind()
-        clock = time.perf_counter
-        slice_ends = clock() + _SLICE_SECONDS
-        for item in items:
-            if pause and clock() >= slice_ends:
+        for position, item in enumerate(items):
+            if pause and position and not position % _BUILD_SLICE:
                 _let_others_run()
-                slice_ends = clock() + _SLICE_SECONDS
             if isinstance(item, RequestRecord):
                 requests += 1
                 if item.journey:
