@@ -44,6 +44,24 @@ def _fingerprint(properties: Mapping[str, Any]) -> int:
 
 
 _STATUS_CLASSES = {digit: f"{digit}xx" for digit in range(1, 6)}
+#: The properties of :meth:`EventBuilder.build_request`'s shared key, in its order.
+_SHARED_KEY_NAMES = (
+    "route",
+    "method",
+    "status_code",
+    "api_version",
+    "api_version_source",
+    "auth_method",
+    "auth_location",
+    "client_library",
+    "client_library_version",
+    "exception",
+    "client_disconnected",
+    "framework",
+    "transport",
+    "sample_rate",  # multiply counts by 1/sample_rate to estimate the true volume
+    "organisation",
+)
 
 
 def _clean_properties(properties: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,7 +138,8 @@ class EventBuilder:
             exception = record.exception
             disconnected = record.client_disconnected
             # What requests of one route and caller have in common is made once (see
-            # SharedProperties); only the lines below are this request's own.
+            # SharedProperties); only the lines below are this request's own. The key's
+            # order is _SHARED_KEY_NAMES's.
             key = (
                 route,
                 record.method,
@@ -189,46 +208,12 @@ class EventBuilder:
 
     def _share(self, key: tuple[Any, ...]) -> SharedProperties:
         """The properties of one combination in :meth:`build_request`'s key, made once."""
-        (
-            route,
-            method,
-            status,
-            api_version,
-            api_version_source,
-            auth_method,
-            auth_location,
-            library,
-            library_version,
-            exception,
-            disconnected,
-            framework,
-            transport,
-            rate,
-            organisation,
-        ) = key
-        shared = SharedProperties(
-            {
-                "method": method,
-                "route": route,
-                "status_code": status,
-                "status_class": _STATUS_CLASSES.get(status // 100) if status else None,
-                "api_version": api_version,
-                "api_version_source": api_version_source,
-                "auth_method": auth_method,
-                "auth_location": auth_location,
-                "client_library": library,
-                "client_library_version": library_version,
-                "exception": exception,
-                "client_disconnected": disconnected,
-                "framework": framework,
-                "transport": transport,
-                # Multiply counts by 1/sample_rate to estimate the true volume.
-                "sample_rate": rate,
-                "schema_version": SCHEMA_VERSION,
-                "apiusage_version": __version__,
-                "organisation": organisation,
-            }
-        )
+        properties = dict(zip(_SHARED_KEY_NAMES, key, strict=True))
+        status = properties["status_code"]
+        properties["status_class"] = _STATUS_CLASSES.get(status // 100) if status else None
+        properties["schema_version"] = SCHEMA_VERSION
+        properties["apiusage_version"] = __version__
+        shared = SharedProperties(properties)
         if len(self._shared) >= _SHARED_LIMIT:
             self._shared.clear()
         self._shared[key] = shared
