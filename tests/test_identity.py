@@ -93,6 +93,31 @@ def test_from_state_attribute_scope_user_and_truncation() -> None:
     assert len(long_id.distinct_id) == 200
 
 
+def test_from_state_reads_every_kind_of_request_state() -> None:
+    """Dicts, attribute objects, mapping-like objects (Flask's ``g``) and ``__getattr__``
+    namespaces (Starlette's ``State``) all give the caller, and a miss gives None."""
+    from flask import Flask, g
+    from starlette.datastructures import State
+
+    class Attributes:
+        user = None  # a class attribute, shadowed by the instance's
+
+    attributes = Attributes()
+    attributes.user = User(id="attr")
+    assert from_state()(state_view(attributes)) == Identity("attr")
+    assert from_state()(state_view(State({"user": User(id="state")}))) == Identity("state")
+    assert from_state()(state_view(State({}))) is None
+    assert from_state()(state_view(Attributes())) is None
+    app = Flask(__name__)
+    with app.app_context():
+        assert from_state()(state_view(g._get_current_object())) is None
+        g.user = User(id="in-g", org_id="acme")
+        g._login_user = User(id="login")
+        state = g._get_current_object()
+        assert from_state()(state_view(state)) == Identity("in-g", organisation="acme")
+        assert from_state("_login_user")(state_view(state)) == Identity("login")
+
+
 class HeaderAuth(AuthenticationBackend):
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
         name = conn.headers.get("x-login")

@@ -12,11 +12,10 @@ from typing import Any
 
 from flask import Flask, g, got_request_exception, request
 
-from apiusage import Identity, UsageClient, WSGIMiddleware
+from apiusage import UsageClient, WSGIMiddleware
 from apiusage.context import current_record
-from apiusage.identity import Resolver, identity_from_object
+from apiusage.identity import Resolver, StateResolver
 from apiusage.record import exception_name
-from apiusage.request_view import RequestView
 from apiusage.sinks.base import Sink
 
 __all__ = ["ApiUsage", "flask_login_user"]
@@ -24,15 +23,12 @@ __all__ = ["ApiUsage", "flask_login_user"]
 _CONFIG_PREFIX = "APIUSAGE_"
 
 
-def flask_login_user(view: RequestView) -> Identity | None:
-    """Resolver: the user Flask-Login loaded for this request (``current_user``).
+flask_login_user = StateResolver("_login_user")
+"""Resolver: the user Flask-Login loaded for this request (``current_user``).
 
-    Only a user the app already loaded is read (Flask-Login keeps it in ``g._login_user``):
-    apiusage never runs the user loader, so it adds no database query to any request.
-    """
-    state = view.state
-    user = getattr(state, "_login_user", None) if state is not None else None
-    return identity_from_object(user) if user is not None else None
+Only a user the app already loaded is read (Flask-Login keeps it in ``g._login_user``):
+apiusage never runs the user loader, so it adds no database query to any request.
+"""
 
 
 class ApiUsage:

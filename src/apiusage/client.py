@@ -30,6 +30,7 @@ from apiusage.identity import (
     KeyedHasher,
     Resolver,
     ResolverChain,
+    StateResolver,
     from_api_key,
     from_header,
     from_state,
@@ -126,8 +127,13 @@ class UsageClient:
             [*user_resolvers, from_state(settings.state_attribute)],
             on_error=self._resolver_failed,
         )
-        # With only the built-in state resolver, skip the chain: this runs on every request.
-        self._state_only = not user_resolvers
+        # When every resolver only reads request state (the built-in one, Flask-Login's),
+        # read the attributes directly: this runs on every request.
+        self._state_attributes: tuple[str, ...] | None = (
+            tuple(resolver.attribute for resolver in self.resolver.resolvers)  # type: ignore[attr-defined]
+            if all(isinstance(resolver, StateResolver) for resolver in self.resolver.resolvers)
+            else None
+        )
         fallbacks: list[Resolver] = []
         if settings.caller_header:
             fallbacks.append(from_header(settings.caller_header))
@@ -255,9 +261,9 @@ class UsageClient:
 
     def _resolve(self, record: RequestRecord) -> Identity | Awaitable[Identity | None] | None:
         try:
-            if self._state_only:
-                state = state_of(record)
-                return identity_from_state(state, record.scope, self.settings.state_attribute)
+            attributes = self._state_attributes
+            if attributes is not None:
+                return identity_from_state(state_of(record), record.scope, attributes)
             return self.resolver(RequestView(record))
         except Exception as exc:  # the chain guards each resolver; this guards the rest
             self._resolver_failed("identity resolution", exc)
