@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from werkzeug.datastructures import EnvironHeaders, Headers, MultiDict
-from werkzeug.http import parse_cookie
+from werkzeug.sansio.http import parse_cookie
 
 from apiusage.detect.routes import asgi_route_template
 from apiusage.record import RequestRecord
@@ -147,7 +147,7 @@ class RequestView:
         cookies = self._cookies
         if cookies is None:
             header = self.header("cookie")
-            cookies = self._cookies = dict(parse_cookie(header)) if header else {}
+            cookies = self._cookies = dict(parse_cookie(_utf8_text(header))) if header else {}
         return cookies
 
     @property
@@ -167,6 +167,12 @@ class RequestView:
 
     def __repr__(self) -> str:
         return f"<RequestView {self.method} {self.route or '(no route)'}>"
+
+
+def _utf8_text(header: str) -> str:
+    """A header's bytes (held as latin-1 text, as WSGI does) read as UTF-8, never raising:
+    undecodable bytes become U+FFFD (a cookie need not be UTF-8, but the event must come)."""
+    return header.encode("latin-1", "replace").decode("utf-8", "replace")
 
 
 def state_of(record: RequestRecord) -> Any:

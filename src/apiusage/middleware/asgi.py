@@ -7,11 +7,12 @@ exactly as without it. Non-HTTP scopes pass straight through.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from asgiref.compatibility import guarantee_single_callable
-from asgiref.sync import sync_to_async
+from asgiref.compatibility import double_to_single_callable
+from asgiref.sync import iscoroutinefunction
 from asgiref.typing import (
     ASGIReceiveCallable,
     ASGIReceiveEvent,
@@ -23,13 +24,43 @@ from asgiref.typing import (
 from apiusage.client import UsageClient
 from apiusage.context import IGNORED_REQUEST, _current_record
 from apiusage.identity import Resolver
-from apiusage.middleware._common import make_client
+from apiusage.middleware._common import make_client, run_in_thread
 from apiusage.record import RequestRecord, exception_name
 from apiusage.sinks.base import Sink
 
-__all__ = ["ASGIMiddleware"]
+__all__ = ["ASGIMiddleware", "as_asgi3"]
 
 _CLIENT_GONE = 499  # nginx's convention: the client closed the connection first
+
+
+def as_asgi3(app: Any) -> Any:
+    """``app`` called the ASGI 3 way; ASGI 2 (double-callable) apps are adapted.
+
+    asgiref's ``guarantee_single_callable`` takes every class for ASGI 2, which breaks
+    classes whose instances are ASGI 3 apps (Starlette's ``HTTPEndpoint`` mounted
+    directly). Like uvicorn: a class is ASGI 3 when its instances are awaitable; other
+    callables when they (or their ``__call__``) are coroutine functions or take three
+    positional arguments.
+    """
+    if getattr(app, "_asgi_single_callable", False):
+        return app
+    if getattr(app, "_asgi_double_callable", False):
+        return double_to_single_callable(app)  # type: ignore[no-untyped-call]
+    if inspect.isclass(app):
+        return app if hasattr(app, "__await__") else double_to_single_callable(app)  # type: ignore[no-untyped-call]
+    if iscoroutinefunction(app) or iscoroutinefunction(type(app).__call__):
+        return app
+    try:
+        positional = [
+            parameter
+            for parameter in inspect.signature(app).parameters.values()
+            if parameter.kind
+            in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            and parameter.default is inspect.Parameter.empty
+        ]
+    except (TypeError, ValueError):  # no signature to read: assume today's protocol
+        return app
+    return double_to_single_callable(app) if len(positional) == 1 else app  # type: ignore[no-untyped-call]
 
 
 class ASGIMiddleware:
@@ -51,7 +82,7 @@ class ASGIMiddleware:
         posthog_client: Any = None,
         **settings: Any,
     ) -> None:
-        self.app = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
+        self.app = as_asgi3(app)
         self.client = make_client(client, identify, sink, posthog_client, settings)
         self.framework = self.client.settings.framework
         self._enabled = self.client.settings.enabled
@@ -135,7 +166,7 @@ class ASGIMiddleware:
         async def lifespan_send(message: ASGISendEvent) -> None:
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 try:
-                    await sync_to_async(self.client.flush, thread_sensitive=False)()
+                    await run_in_thread(self.client.flush)
                 except Exception as exc:
                     self.client.stats.error("flushing at lifespan shutdown", exc)
             await send(message)

@@ -56,9 +56,14 @@ class WSGIMiddleware:
             # Not recorded; track()/identify() in its handlers are accepted and ignored.
             ignored = _current_record.set(IGNORED_REQUEST)
             try:
-                return self.app(environ, start_response)
+                result = self.app(environ, start_response)
             finally:
                 _current_record.reset(ignored)
+            # A streamed body runs app code later, as the server iterates it; lists and
+            # file responses (sent by the server itself) run none.
+            if isinstance(result, (list, tuple)) or _is_file_response(environ, result):
+                return result
+            return _IgnoredBody(result)
 
         script_name = environ.get("SCRIPT_NAME", "")
         record = RequestRecord(
@@ -96,16 +101,20 @@ class WSGIMiddleware:
             response.finish()
             raise
         _current_record.reset(token)
-        file_wrapper = environ.get("wsgi.file_wrapper")
-        if (
-            file_wrapper is not None
-            and isinstance(file_wrapper, type)
-            and isinstance(result, file_wrapper)
-            and response.hook_file_wrapper(result)
-        ):
+        if _is_file_response(environ, result) and response.hook_file_wrapper(result):
             return result
         response.iterable = result
+        if hasattr(result, "__len__"):
+            # Servers use len() of a one-item list to set Content-Length: keep it, but only
+            # where the app's body has a length (bool() of a generator body must stay true).
+            response.__class__ = _SizedRecordedResponse
         return response
+
+
+def _is_file_response(environ: Environ, result: Iterable[bytes]) -> bool:
+    """A ``wsgi.file_wrapper`` response, which the server may send efficiently as a file."""
+    file_wrapper = environ.get("wsgi.file_wrapper")
+    return isinstance(file_wrapper, type) and isinstance(result, file_wrapper)
 
 
 class _RecordedResponse:
@@ -155,10 +164,6 @@ class _RecordedResponse:
             record.response_bytes += len(chunk)
             yield chunk
 
-    def __len__(self) -> int:
-        # Servers use len() of a one-item list to set Content-Length; keep that working.
-        return len(self.iterable)  # type: ignore[arg-type]
-
     def close(self) -> None:
         if self._finished:
             return
@@ -199,6 +204,45 @@ class _RecordedResponse:
             if name.lower() == "content-length" and value.isdigit():
                 self._record.response_bytes = int(value)
         return True
+
+
+class _IgnoredBody:
+    """The body of a request that is not recorded: app code it runs sees "ignored"."""
+
+    __slots__ = ("_iterable",)
+
+    def __init__(self, iterable: Iterable[bytes]) -> None:
+        self._iterable = iterable
+
+    def __iter__(self) -> Iterator[bytes]:
+        iterator = iter(self._iterable)
+        while True:
+            token = _current_record.set(IGNORED_REQUEST)
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                _current_record.reset(token)
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self._iterable, "close", None)
+        if close is not None:
+            token = _current_record.set(IGNORED_REQUEST)
+            try:
+                close()
+            finally:
+                _current_record.reset(token)
+
+
+class _SizedRecordedResponse(_RecordedResponse):
+    """A recorded response whose body has a length (a list, a tuple)."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self.iterable)  # type: ignore[arg-type]
 
 
 class _CountingInput:
