@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import inspect
 import os
 import secrets
 import threading
@@ -260,11 +261,13 @@ class UsageClient:
         )
 
     def _resolve(self, record: RequestRecord) -> Identity | Awaitable[Identity | None] | None:
+        """After the response: the resolvers not tried yet (all of them, unless
+        :meth:`resolve_now` ran). An awaitable only when an async resolver is involved."""
         try:
             attributes = self._state_attributes
             if attributes is not None:
                 return identity_from_state(state_of(record), record.scope, attributes)
-            return self.resolver(RequestView(record))
+            return self.resolver(RequestView(record), record.resolvers_tried)
         except Exception as exc:  # the chain guards each resolver; this guards the rest
             self._resolver_failed("identity resolution", exc)
             return None
@@ -273,17 +276,24 @@ class UsageClient:
         """Run the sync resolvers while the framework's request objects still exist.
 
         For adapters whose request state is torn down before the response body is sent
-        (Flask's ``g``, Django's ``request.user``). Async resolvers are left for later.
+        (Flask's ``g``). Resolvers from the first ``async def`` one on are left for
+        :meth:`finish_request`; none runs twice.
         """
         if record.identity_pinned:
             return
-        result = self._resolve(record)
-        if result is not None and not isinstance(result, Identity):  # an async resolver
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()  # not awaited here: the resolvers run again at the end of the request
-            return
-        record.identity = result
+        if self._state_attributes is not None:
+            identity = self._resolve(record)
+            assert not inspect.isawaitable(identity)  # state resolvers are sync
+        else:
+            try:
+                identity, tried = self.resolver.resolve_sync(RequestView(record))
+            except Exception as exc:  # the chain guards each resolver; this guards the rest
+                self._resolver_failed("identity resolution", exc)
+                identity, tried = None, len(self.resolver.resolvers)
+            if identity is None and tried < len(self.resolver.resolvers):
+                record.resolvers_tried = tried
+                return
+        record.identity = identity
         record.identity_pinned = True
 
     def finish_request(self, record: RequestRecord) -> Awaitable[None] | None:

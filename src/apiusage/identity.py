@@ -242,6 +242,13 @@ def from_header(name: str, organisation_header: str | None = None) -> Resolver:
 OnError = Callable[[str, BaseException], None]
 
 
+def _is_async(resolver: Resolver) -> bool:
+    """Declared ``async def`` (a function, or an object whose ``__call__`` is one)."""
+    return inspect.iscoroutinefunction(resolver) or inspect.iscoroutinefunction(
+        type(resolver).__call__
+    )
+
+
 class ResolverChain:
     """Resolvers tried in order; the first identity wins. Itself a resolver.
 
@@ -253,6 +260,37 @@ class ResolverChain:
     def __init__(self, resolvers: Iterable[Resolver], on_error: OnError | None = None) -> None:
         self.resolvers: tuple[Resolver, ...] = tuple(resolvers)
         self._on_error = on_error
+        #: Position of the first resolver declared ``async def`` (len when none is).
+        self.first_async = next(
+            (index for index, resolver in enumerate(self.resolvers) if _is_async(resolver)),
+            len(self.resolvers),
+        )
+
+    def resolve_sync(self, view: RequestView) -> tuple[Identity | None, int]:
+        """Try the resolvers before the first async one: ``(identity, how many were tried)``.
+
+        For adapters whose request state is gone once the response is sent (Flask's ``g``):
+        the rest of the chain runs later with ``__call__(view, start=tried)``, so no
+        resolver runs twice and no coroutine is left unawaited.
+        """
+        for index in range(self.first_async):
+            resolver = self.resolvers[index]
+            try:
+                result = resolver(view)
+                if result is None:
+                    continue
+                if inspect.isawaitable(result):  # async, though not declared with async def
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()  # never started: it runs again, awaited, after the response
+                    return None, index
+                identity = as_identity(result)
+            except Exception as exc:
+                self._failed(resolver, exc)
+                continue
+            if identity is not None:
+                return identity, index + 1
+        return None, self.first_async
 
     def _failed(self, resolver: Resolver, exc: BaseException) -> None:
         if self._on_error is None:
@@ -260,8 +298,12 @@ class ResolverChain:
         name = getattr(resolver, "__qualname__", None) or type(resolver).__name__
         self._on_error(f"identity resolver {name}", exc)
 
-    def __call__(self, view: RequestView) -> Identity | Awaitable[Identity | None] | None:
-        for index, resolver in enumerate(self.resolvers):
+    def __call__(
+        self, view: RequestView, start: int = 0
+    ) -> Identity | Awaitable[Identity | None] | None:
+        resolvers = self.resolvers
+        for index in range(start, len(resolvers)):
+            resolver = resolvers[index]
             try:
                 result = resolver(view)
                 if result is None:

@@ -77,6 +77,9 @@ class RequestRecord:
     auth_method: str | None = None
     #: True once ``apiusage.identify()`` set the identity; resolvers then do not run.
     identity_pinned: bool = False
+    #: Resolvers of the chain already tried while the framework's request existed (Flask):
+    #: the rest (the async ones on) run after the response.
+    resolvers_tried: int = 0
     journey: list[JourneyEvent] | None = None
     #: Estimated bytes the record holds while queued (the queue's byte bound counts it).
     queued_bytes: int = 1024

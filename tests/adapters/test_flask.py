@@ -187,3 +187,40 @@ def test_concurrent_requests_on_the_threaded_dev_server(dev_server: DevServer) -
         request = request_by_id[journey.properties["request_id"]]
         assert request.properties["route"] == "/v1/projects"
         assert journey.distinct_id == request.distinct_id
+
+
+def test_async_and_sync_resolvers_each_run_once_and_are_awaited(
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    import gc
+
+    calls: Counter[str] = Counter()
+
+    def from_header_sync(view: Any) -> str | None:
+        calls["sync"] += 1
+        return None
+
+    async def from_database(view: Any) -> str | None:
+        calls["async"] += 1
+        return "usr_from_db"
+
+    def never_needed(view: Any) -> str | None:
+        calls["after"] += 1
+        return "usr_fallback"
+
+    sink = MemorySink()
+    app = Flask(__name__)
+    app.get("/v1/ping")(lambda: jsonify(ok=True))
+    ApiUsage(
+        app,
+        identify=[from_header_sync, from_database, never_needed],
+        sink=sink,
+        identity_secret=IDENTITY_SECRET,
+    )
+    for _ in range(3):
+        assert get(app, "/v1/ping")[0] == 200
+    assert [event.distinct_id for event in delivered(app, sink)] == ["usr_from_db"] * 3
+    gc.collect()
+    assert calls == {"sync": 3, "async": 3}
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+    assert ApiUsage.client_for(app).stats.snapshot()["internal_errors"] == 0
