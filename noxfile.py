@@ -71,6 +71,66 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", "--site-dir", site)
 
 
+# What the frameworks' own test suites need (their pyproject.toml test groups), less the
+# tools that only lint, type-check, measure coverage or benchmark.
+TRANSPARENCY_DEPS = [
+    # Flask 3.1.3's suite imports _pytest.monkeypatch.notset, gone in pytest 9.1; FastAPI's
+    # wants pytest >= 9.0, < 9.2.
+    "pytest>=9.0,<9.1",
+    # Starlette: its `full` extra (httpx < 0.29, httpx2, multipart, jinja2 ...) and its dev group.
+    "starlette[full]",
+    "httpx2[zstd]",
+    "blockbuster",
+    "trio",
+    "opentelemetry-sdk",
+    "importlib-metadata",
+    # Flask.
+    "asgiref",
+    "greenlet",
+    "python-dotenv",
+    # FastAPI.
+    "anyio[trio]",
+    "a2wsgi>=1.9,<=2.0",
+    "coverage[toml]",
+    "dirty-equals",
+    "email-validator",
+    "fastapi-cli",
+    "inline-snapshot",
+    "logfire",
+    "opentelemetry-exporter-otlp-proto-http",
+    "opentelemetry-instrumentation-fastapi",
+    "orjson",
+    "pwdlib[argon2]",
+    "pydantic-extra-types",
+    "pydantic-settings",
+    "pyjwt",
+    "pytest-timeout",
+    "pytest-xdist",
+    "python-slugify",
+    "pyyaml",
+    "sentry-sdk",
+    "sqlmodel",
+    "strawberry-graphql<1",
+    "typer",
+    "ujson",
+    "uvicorn",
+    # run.py downloads the suites' source distributions with pip.
+    "pip",
+]
+
+
+@nox.session(python=PYTHON)
+def transparency(session: nox.Session) -> None:
+    """The released test suites of Starlette, Flask and FastAPI, bare and with every app
+    wrapped by apiusage: a test that passes bare must pass wrapped (docs/transparency.md).
+    `nox -s transparency -- flask` runs one suite."""
+    session.install("-e", ".[starlette,fastapi,flask]", *TRANSPARENCY_DEPS)
+    # Not inside the venv (.nox/transparency): Flask's instance-path tests take a module
+    # under sys.prefix for an installed one.
+    work = os.path.join(".nox", "transparency-work")
+    session.run("python", "tests/transparency/run.py", "--work", work, *session.posargs)
+
+
 BENCHMARKS = {
     "overhead": "benchmarks/bench_overhead.py",  # the request path, in-process
     "total": "benchmarks/bench_total.py",  # total CPU per request, delivery included
