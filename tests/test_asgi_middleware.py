@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 import apiusage
-import apiusage.client
+import apiusage.registry
 from apiusage import ASGIMiddleware, Identity, RequestView, ResolverChain
 from apiusage.events import Event
 from apiusage.sinks.memory import MemorySink
@@ -473,7 +473,7 @@ async def test_track_outside_a_request(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     client, sink = recording
-    monkeypatch.setattr(apiusage.client, "_default_client", client)
+    monkeypatch.setattr(apiusage.registry, "default_client", lambda: client)
     # No caller: never raised into the app, but said clearly and counted.
     apiusage.track("nightly_export")
     apiusage.track("nightly_export")

@@ -15,7 +15,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection
 
 import apiusage
-import apiusage.client
+import apiusage.registry
 from apiusage import ASGIMiddleware, Identity, KeyedHasher, from_header, from_state
 from apiusage.record import RequestRecord
 from apiusage.request_view import RequestView
@@ -292,7 +292,7 @@ def test_identify_outside_a_request(
     recording: tuple[apiusage.UsageClient, MemorySink], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, sink = recording
-    monkeypatch.setattr(apiusage.client, "_default_client", client)
+    monkeypatch.setattr(apiusage.registry, "default_client", lambda: client)
     apiusage.identify(5, organisation="acme", organisation_properties={"plan": "pro"}, name="Five")
     apiusage.identify(5, organisation="acme", organisation_properties={"plan": "pro"}, name="Five")
     assert client.flush()

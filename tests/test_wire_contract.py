@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import apiusage
+import apiusage.registry
 from tests.support.capture_server import CaptureServer
 
 API_KEY = "phc_test"
@@ -654,8 +655,8 @@ def test_track_and_identify_outside_a_request(
     client = make_client()
     # Calls outside a request go to the process's default client: make it this one (an
     # earlier test may have left another as the default), and restore what was there.
-    previous = apiusage.client._default_client
-    apiusage.client._default_client = client
+    previous = apiusage.registry.default_client
+    apiusage.registry.default_client = lambda: client
     try:
         assert apiusage.get_client() is client
         apiusage.track(
@@ -669,7 +670,7 @@ def test_track_and_identify_outside_a_request(
         )
         assert client.flush(10)
     finally:
-        apiusage.client._default_client = None if previous is client else previous
+        apiusage.registry.default_client = previous
     events = server.wait_for(3)
     [journey] = _named(events, "nightly_export")
     assert journey["distinct_id"] == "worker-user"

@@ -20,12 +20,13 @@ class ApiUsageConfig(AppConfig):
         from django.core.signals import got_request_exception
 
         from django_apiusage import checks  # noqa: F401  (registers the system checks)
-        from django_apiusage.conf import start
+        from django_apiusage.conf import client
         from django_apiusage.middleware import record_exception
 
         got_request_exception.connect(record_exception, dispatch_uid="django_apiusage")
         try:
-            start()
+            # Kept here, so the project's client lives as long as Django's app registry.
+            self.client = client()
         except ConfigurationError as exc:
             # `manage.py check` reports it (django_apiusage.E001); serving fails at start-up
             # when the middleware is loaded.

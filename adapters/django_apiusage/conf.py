@@ -1,24 +1,19 @@
-"""``settings.APIUSAGE``: read, validated, and turned into the process's usage client."""
+"""``settings.APIUSAGE``: read, validated, and turned into the project's usage client."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from apiusage import UsageClient
 from apiusage.config import ConfigurationError, load_settings
 from apiusage.identity import Resolver
+from apiusage.registry import shared_client
 
-__all__ = ["client", "read_config", "start"]
-
-_lock = threading.Lock()
-_client: UsageClient | None = None
+__all__ = ["client", "read_config"]
 
 # Entries that name objects (or their dotted import paths) rather than settings values.
 _OBJECT_ENTRIES = {"IDENTIFY": "identify", "SINK": "sink", "POSTHOG_CLIENT": "posthog_client"}
@@ -64,27 +59,11 @@ def read_config() -> tuple[dict[str, Any], dict[str, Any]]:
     return options, objects
 
 
-def start() -> UsageClient:
-    """Build the process's client once (from the app's ``ready()``, or the middleware)."""
-    global _client
-    with _lock:
-        if _client is None:
-            options, objects = read_config()
-            _client = UsageClient(**objects, **options)
-        return _client
-
-
 def client() -> UsageClient:
-    """The client serving this Django project."""
-    return _client if _client is not None else start()
+    """The client for the current ``settings.APIUSAGE``, shared with the middleware.
 
-
-@receiver(setting_changed)
-def _forget_client(*, setting: str, **kwargs: Any) -> None:
-    """``override_settings(APIUSAGE=...)`` in tests: the next middleware gets a new client."""
-    global _client
-    if setting == "APIUSAGE":
-        with _lock:
-            old, _client = _client, None
-        if old is not None:
-            old.close(timeout=5)
+    Clients are shared by configuration (:mod:`apiusage.registry`): after
+    ``override_settings(APIUSAGE=...)`` the middleware built next gets a client of its own.
+    """
+    options, objects = read_config()
+    return shared_client(**objects, **options)

@@ -1,13 +1,14 @@
 """Flask extension: ``ApiUsage(app)`` or ``usage = ApiUsage(); usage.init_app(app)``.
 
 Configuration comes from ``app.config`` (``APIUSAGE_*``, ``POSTHOG_API_KEY``,
-``POSTHOG_HOST``), then keyword arguments, then the environment. Each app gets its own
-client, so several apps in one process keep their own configuration.
+``POSTHOG_HOST``), then keyword arguments, then the environment. Apps with the same
+configuration share one client; apps configured differently keep their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from flask import Flask, g, got_request_exception, request
@@ -16,6 +17,7 @@ from apiusage import UsageClient, WSGIMiddleware
 from apiusage.context import current_record
 from apiusage.identity import Resolver, StateResolver
 from apiusage.record import exception_name
+from apiusage.registry import shared_client
 from apiusage.sinks.base import Sink
 
 __all__ = ["ApiUsage", "flask_login_user"]
@@ -29,6 +31,33 @@ flask_login_user = StateResolver("_login_user")
 Only a user the app already loaded is read (Flask-Login keeps it in ``g._login_user``):
 apiusage never runs the user loader, so it adds no database query to any request.
 """
+
+
+def _without_cycle(app: Flask) -> Any:
+    """``app.wsgi_app``, holding ``app`` weakly when it is Flask's own method.
+
+    The middleware is stored on the app; holding the app's bound method would make a
+    cycle, and a dropped app would wait for the garbage collector instead of being freed
+    at once. Something that keeps ``app.wsgi_app`` must keep the app too.
+    """
+    wsgi_app = app.wsgi_app
+    function = getattr(wsgi_app, "__func__", None)
+    if function is None or getattr(wsgi_app, "__self__", None) is not app:
+        return wsgi_app  # already wrapped by other middleware: nothing refers back
+    app_ref = weakref.ref(app)
+    name = app.name
+
+    def call_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        live = app_ref()
+        if live is None:
+            raise RuntimeError(
+                f"the Flask app {name!r} behind this apiusage middleware no longer exists: "
+                "keep a reference to the app itself, not only to app.wsgi_app"
+            )
+        result: Iterable[bytes] = function(live, environ, start_response)
+        return result
+
+    return call_app
 
 
 class ApiUsage:
@@ -72,14 +101,13 @@ class ApiUsage:
                 settings[key.lower()] = app.config[key]
         settings.update(self._settings)
         settings.setdefault("framework", "flask")
-        client = UsageClient(
-            identify=[*self._resolvers, flask_login_user],
-            sink=self._sink,
-            posthog_client=self._posthog_client,
-            **settings,
+        client = shared_client(
+            [*self._resolvers, flask_login_user], self._sink, self._posthog_client, **settings
         )
         app.extensions["apiusage"] = client
-        app.wsgi_app = WSGIMiddleware(app.wsgi_app, client=client)  # type: ignore[method-assign]
+        app.wsgi_app = WSGIMiddleware(  # type: ignore[method-assign]
+            _without_cycle(app), client=client
+        )
 
         def record_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
             record = current_record()

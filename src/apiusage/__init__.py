@@ -7,7 +7,7 @@ background to PostHog, or to an embedded local store when no PostHog key is set.
 
 __version__ = "0.1.0"
 
-from apiusage.client import UsageClient, get_client
+from apiusage.client import UsageClient
 from apiusage.config import ConfigurationError, Settings
 from apiusage.context import annotate, identify, track
 from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate, SharedProperties
@@ -20,6 +20,7 @@ from apiusage.identity import (
     from_state,
 )
 from apiusage.middleware import ASGIMiddleware, WSGIMiddleware
+from apiusage.registry import get_client
 from apiusage.request_view import RequestView
 
 __all__ = [

@@ -1,7 +1,8 @@
 """The usage client: settings, identity resolution, event building and delivery in one place.
 
-Every middleware and adapter holds one :class:`UsageClient`. The first client created in a
-process also serves ``apiusage.track()`` / ``identify()`` calls made outside a request.
+Every middleware and adapter holds one :class:`UsageClient`, shared by configuration
+(:mod:`apiusage.registry`). Nothing the worker thread holds refers back to the client, so
+a client no app uses any more is released; at exit, live clients are flushed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,30 +55,17 @@ from apiusage.sinks.discard import DiscardSink
 from apiusage.sinks.posthog import PostHogSink
 from apiusage.sinks.store import LocalStoreSink
 
-__all__ = ["UsageClient", "get_client"]
+__all__ = ["UsageClient"]
 
-_default_client: UsageClient | None = None
-_default_lock = threading.Lock()
+#: Clients not closed yet, flushed by one exit hook; held weakly, so an app's client dies
+#: with the app.
+_live: weakref.WeakSet[UsageClient] = weakref.WeakSet()
+#: Threads delivering what released clients still held; joined at exit.
+_releasing: set[threading.Thread] = set()
 
 
 async def _await(pending: Awaitable[None]) -> None:
     await pending
-
-
-def default_client() -> UsageClient | None:
-    """The process's default client, or None when apiusage is not set up."""
-    return _default_client
-
-
-def get_client() -> UsageClient:
-    """The process's default client (the first one created)."""
-    client = _default_client
-    if client is None:
-        raise RuntimeError(
-            "apiusage is not set up in this process: add apiusage's middleware (or an adapter) "
-            "to your app, or create an apiusage.UsageClient(), before calling track()/identify()"
-        )
-    return client
 
 
 def _as_resolvers(identify: Resolver | Sequence[Resolver] | None) -> list[Resolver]:
@@ -124,9 +113,15 @@ class UsageClient:
         # Resolvers that need the live request run on the request path after the response;
         # the header-only built-ins run later, in the worker, when nothing else matched.
         user_resolvers = _as_resolvers(identify)
+        stats = self.stats
+
+        def resolver_failed(where: str, exc: BaseException) -> None:
+            # Not a bound method: the worker holds this, and must not keep the client alive.
+            stats.error(where, exc, counter="resolver_errors")
+
+        self._resolver_failed = resolver_failed
         self.resolver = ResolverChain(
-            [*user_resolvers, from_state(settings.state_attribute)],
-            on_error=self._resolver_failed,
+            [*user_resolvers, from_state(settings.state_attribute)], on_error=resolver_failed
         )
         # When every resolver only reads request state (the built-in one, Flask-Login's),
         # read the attributes directly: this runs on every request.
@@ -140,7 +135,7 @@ class UsageClient:
             fallbacks.append(from_header(settings.caller_header))
         hasher = KeyedHasher(self._identity_secret(posthog_client))
         fallbacks.append(from_api_key(hasher, self.auth_detector))
-        self.fallback_resolver = ResolverChain(fallbacks, on_error=self._resolver_failed)
+        self.fallback_resolver = ResolverChain(fallbacks, on_error=resolver_failed)
         self.builder = EventBuilder(
             event_name=settings.event_name,
             organisation_group=settings.organisation_group,
@@ -159,7 +154,6 @@ class UsageClient:
             self.fallback_resolver,
             self.sink,
             self.stats,
-            behind=lambda: self.delivery.behind,
         )
         self.delivery: Delivery = BackgroundDelivery(
             self.pipeline.process,
@@ -168,8 +162,10 @@ class UsageClient:
             max_queue_bytes=settings.max_queue_bytes,
             batch_size=settings.batch_size,
             flush_interval=settings.flush_interval,
-            after_fork=self._after_fork,
+            after_fork=_after_fork_hook(self.stats, self.builder, self.sink),
         )
+        delivery = self.delivery
+        self.pipeline.behind = lambda: delivery.behind
         exact = {
             path.rstrip("/") or "/" for path in settings.exclude_paths if not path.endswith("/")
         }
@@ -177,11 +173,12 @@ class UsageClient:
         self._excluded_prefixes = tuple(p for p in settings.exclude_paths if p.endswith("/"))
         self._environ_keys = _environ_keys(settings)
         self._closed = False
-        atexit.register(self.close)
-        global _default_client
-        with _default_lock:
-            if _default_client is None:
-                _default_client = self
+        # Runs when the client is garbage: what is queued is delivered in the background.
+        self._release = weakref.finalize(
+            self, _release, self.delivery, self.sink, self.stats, settings.shutdown_timeout
+        )
+        self._release.atexit = False  # at exit, _close_live_clients closes it in order
+        _live.add(self)
 
     # ------------------------------------------------------------------ set-up
     def _default_sink(self, posthog_client: Any) -> Sink:
@@ -240,16 +237,6 @@ class UsageClient:
             )
             return hashlib.sha256(b"apiusage identity v1\0" + key.encode()).digest()
         return _local_secret(settings.store.resolve().parent / "identity_secret")
-
-    def _resolver_failed(self, where: str, exc: BaseException) -> None:
-        self.stats.error(where, exc, counter="resolver_errors")
-
-    def _after_fork(self) -> None:
-        self.stats.after_fork()
-        self.builder.forget_sent()
-        after_fork = getattr(self.sink, "after_fork", None)
-        if after_fork is not None:
-            after_fork()
 
     # ------------------------------------------------------------- request path
     def is_excluded(self, path: str) -> bool:
@@ -390,26 +377,79 @@ class UsageClient:
         if self._closed:
             return
         self._closed = True
+        self._release.detach()
+        _live.discard(self)
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        try:
-            shutdown_by = getattr(self.sink, "shutdown_by", None)
-            if shutdown_by is not None:  # no retry backoff may outlast the shutdown
-                shutdown_by(deadline)
-            self.delivery.close(timeout)
-            self.sink.close(max(0.0, deadline - time.monotonic()))
-        except Exception as exc:
-            self.stats.error("shutting down", exc)
-        atexit.unregister(self.close)
-        global _default_client
-        with _default_lock:
-            if _default_client is self:
-                _default_client = None
-        stats = self.stats.snapshot()
-        if stats["dropped"]:
-            logger.warning(
-                "apiusage: %d events were dropped in this process: %s", stats["dropped"], stats
-            )
+        _shut_down(self.delivery, self.sink, self.stats, timeout)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran: the client records nothing more."""
+        return self._closed
+
+
+def _shut_down(delivery: Delivery, sink: Sink, stats: Stats, timeout: float) -> None:
+    """Deliver what is queued within ``timeout``, stop the worker, close the sink."""
+    deadline = time.monotonic() + timeout
+    try:
+        shutdown_by = getattr(sink, "shutdown_by", None)
+        if shutdown_by is not None:  # no retry backoff may outlast the shutdown
+            shutdown_by(deadline)
+        delivery.close(timeout)
+        sink.close(max(0.0, deadline - time.monotonic()))
+    except Exception as exc:
+        stats.error("shutting down", exc)
+    counts = stats.snapshot()
+    if counts["dropped"]:
+        logger.warning(
+            "apiusage: %d events were dropped in this process: %s", counts["dropped"], counts
+        )
+
+
+def _release(delivery: Delivery, sink: Sink, stats: Stats, timeout: float) -> None:
+    """A client became garbage: shut it down in a thread, so no caller waits for delivery."""
+    if delivery.idle:  # nothing to deliver: stopping is quick
+        _shut_down(delivery, sink, stats, timeout)
+        return
+    thread = threading.Thread(
+        target=_shut_down_releasing,
+        args=(delivery, sink, stats, timeout),
+        name="apiusage-release",
+        daemon=True,
+    )
+    _releasing.add(thread)
+    thread.start()
+
+
+def _shut_down_releasing(delivery: Delivery, sink: Sink, stats: Stats, timeout: float) -> None:
+    try:
+        _shut_down(delivery, sink, stats, timeout)
+    finally:
+        _releasing.discard(threading.current_thread())
+
+
+def _close_live_clients() -> None:
+    """At exit: flush every live client, then wait for the ones being released."""
+    for client in list(_live):
+        client.close()
+    for thread in list(_releasing):
+        thread.join()  # each is bounded by its client's shutdown timeout
+
+
+atexit.register(_close_live_clients)
+
+
+def _after_fork_hook(stats: Stats, builder: EventBuilder, sink: Sink) -> Callable[[], None]:
+    """What a forked child forgets (counters, groups sent); built without the client."""
+
+    def after_fork() -> None:
+        stats.after_fork()
+        builder.forget_sent()
+        sink_after_fork = getattr(sink, "after_fork", None)
+        if sink_after_fork is not None:
+            sink_after_fork()
+
+    return after_fork
 
 
 _DETACHED: dict[str, Any] = {}

@@ -43,7 +43,7 @@ def current_record() -> RequestRecord | None:
 
 
 def _default_client() -> UsageClient | None:
-    from apiusage.client import default_client
+    from apiusage.registry import default_client
 
     return default_client()
 

@@ -55,6 +55,10 @@ class Delivery(Protocol):
     def behind(self) -> bool:
         """True while the worker is not keeping up with what is submitted."""
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being delivered: closing would not wait."""
+
 
 Process = Callable[[list[Any]], None]
 
@@ -252,6 +256,11 @@ class BackgroundDelivery:
         stops pausing for the event loop (see :mod:`apiusage.pipeline`).
         """
         return len(self._queue) > self._behind_above
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch in the worker's hands."""
+        return not self._queue and not self._busy
 
     @property
     def pending_bytes(self) -> int:

@@ -73,15 +73,7 @@ SUITES = {
 # (framework, test id) -> the apiusage bug that makes it fail wrapped. The session reports
 # these as known and does not fail on them; an entry whose test passes again fails the
 # session until it is removed. The goal is an empty list.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    ("flask", "tests/test_basic.py::test_app_freed_on_zero_refcount"): (
-        "adapters/flask_apiusage/__init__.py:82 `app.wsgi_app = WSGIMiddleware(app.wsgi_app)` "
-        "stores the bound method app.wsgi_app in an attribute of app: a reference cycle "
-        "app -> WSGIMiddleware -> bound method -> app, so a Flask app with apiusage is no "
-        "longer freed when its last reference goes (Flask #3761); only the cycle collector "
-        "frees it."
-    ),
-}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 # Settings from the developer's environment must not change how apiusage behaves here.
 _STRIPPED_ENV_PREFIXES = ("APIUSAGE_", "POSTHOG_")
