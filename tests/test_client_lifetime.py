@@ -95,6 +95,18 @@ def test_a_dropped_app_releases_its_client_and_still_delivers(tmp_path: Path) ->
     assert _apiusage_threads() <= threads
 
 
+def test_a_closed_client_is_not_shared_again(tmp_path: Path) -> None:
+    store = tmp_path / "events.sqlite3"
+    first = apiusage.ASGIMiddleware(_hello_app(), store=store, identity_secret=SECRET)
+    first.client.close(timeout=5)
+    second = apiusage.ASGIMiddleware(_hello_app(), store=store, identity_secret=SECRET)
+    assert second.client is not first.client
+    _get(second)
+    assert second.client.flush(10)
+    assert second.client.stats.snapshot()["dropped"] == 0
+    second.client.close(timeout=5)
+
+
 def test_settings_resolvers_and_sinks_make_a_configuration() -> None:
     def caller(view: Any) -> None:
         return None

@@ -53,7 +53,7 @@ def shared_client(
     )
     with _lock:
         client = _shared.get(key)
-        if client is None:
+        if client is None or client.closed:  # closed by hand (tests do): build a new one
             client = UsageClient(
                 loaded,
                 identify=list(resolvers) or None,
