@@ -306,3 +306,24 @@ def test_worker_pauses_for_the_loop_unless_it_is_falling_behind(
     client.pipeline.process([journey(i=i) for i in range(40)])
     assert len(taken) == pauses
     assert len(sink.events) == 40
+
+
+def test_a_guard_counts_and_logs_our_errors_and_lets_base_exceptions_through(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from apiusage.health import Stats
+
+    stats = Stats()
+    guard = stats.guard("reading the request")
+    with caplog.at_level("ERROR", logger="apiusage"):
+        for _ in range(3):  # reusable; logged once a minute per place
+            with guard:
+                raise ValueError("bad header")
+    assert stats.internal_errors == 3
+    assert len([r for r in caplog.records if "reading the request" in r.getMessage()]) == 1
+    with pytest.raises(KeyboardInterrupt), guard:
+        raise KeyboardInterrupt
+    with stats.guard("a resolver", counter="resolver_errors"):
+        raise RuntimeError("boom")
+    assert stats.snapshot()["resolver_errors"] == 1
+    assert stats.internal_errors == 3

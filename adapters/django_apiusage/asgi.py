@@ -51,10 +51,8 @@ def _flush() -> None:
     except Exception as exc:  # misconfigured: nothing was recorded, so nothing to flush
         logger.debug("apiusage: nothing to flush at lifespan shutdown: %s", exc)
         return
-    try:
+    with client.stats.guard("flushing at lifespan shutdown"):
         client.flush()
-    except Exception as exc:
-        client.stats.error("flushing at lifespan shutdown", exc)
 
 
 def get_asgi_application() -> ASGIHandler:

@@ -114,12 +114,14 @@ class ApiUsage:
             if record is not None:
                 record.exception = exception_name(exception)
 
+        reading_guard = client.stats.guard("reading the Flask request")
+
         def finish_in_request_context(exc: BaseException | None) -> None:
             # Runs while `request`, `g` and Flask-Login's user still exist.
             record = current_record()
             if record is None:
                 return
-            try:
+            with reading_guard:
                 rule = request.url_rule
                 record.route = rule.rule if rule is not None else None
                 record.native = request._get_current_object()  # type: ignore[attr-defined]
@@ -127,8 +129,6 @@ class ApiUsage:
                 if exc is not None and record.exception is None:
                     record.exception = exception_name(exc)
                 client.resolve_now(record)
-            except Exception as error:
-                client.stats.error("reading the Flask request", error)
 
         got_request_exception.connect(record_exception, app, weak=False)
         app.teardown_request(finish_in_request_context)

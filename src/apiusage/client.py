@@ -114,6 +114,8 @@ class UsageClient:
         # the header-only built-ins run later, in the worker, when nothing else matched.
         user_resolvers = _as_resolvers(identify)
         stats = self.stats
+        #: Guards the end of each request: an error there is counted, never raised.
+        self._finishing_guard = stats.guard("finishing a request")
 
         def resolver_failed(where: str, exc: BaseException) -> None:
             # Not a bound method: the worker holds this, and must not keep the client alive.
@@ -307,12 +309,10 @@ class UsageClient:
 
     def finish_request_blocking(self, record: RequestRecord) -> None:
         """Like :meth:`finish_request`, for sync callers: async resolvers run to the end."""
-        try:
+        with self._finishing_guard:
             pending = self.finish_request(record)
             if pending is not None:
                 async_to_sync(_await)(pending)
-        except Exception as exc:
-            self.stats.error("finishing a request", exc)
 
     def submit(self, record: RequestRecord) -> None:
         record.queued_bytes = self._detach(record)
@@ -391,14 +391,12 @@ class UsageClient:
 def _shut_down(delivery: Delivery, sink: Sink, stats: Stats, timeout: float) -> None:
     """Deliver what is queued within ``timeout``, stop the worker, close the sink."""
     deadline = time.monotonic() + timeout
-    try:
+    with stats.guard("shutting down"):
         shutdown_by = getattr(sink, "shutdown_by", None)
         if shutdown_by is not None:  # no retry backoff may outlast the shutdown
             shutdown_by(deadline)
         delivery.close(timeout)
         sink.close(max(0.0, deadline - time.monotonic()))
-    except Exception as exc:
-        stats.error("shutting down", exc)
     counts = stats.snapshot()
     if counts["dropped"]:
         logger.warning(

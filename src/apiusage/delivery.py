@@ -79,6 +79,7 @@ class BackgroundDelivery:
     ) -> None:
         self._process = process
         self._stats = stats
+        self._batch_guard = stats.guard("delivering a batch")
         self._max_queue_size = max_queue_size
         self._max_queue_bytes = max_queue_bytes
         # More than two batches waiting: the worker is falling behind (see ``behind``).
@@ -193,9 +194,8 @@ class BackgroundDelivery:
                 self._busy = True
                 self._in_flight = len(batch)
             try:
-                self._process(batch)
-            except Exception as exc:  # the processor counts its own failures; this is a bug guard
-                self._stats.error("delivering a batch", exc)
+                with self._batch_guard:  # the processor counts its own failures: a bug guard
+                    self._process(batch)
             finally:
                 with self._progress:
                     self._busy = False

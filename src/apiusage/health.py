@@ -11,8 +11,9 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from types import TracebackType
 
-__all__ = ["Stats", "logger"]
+__all__ = ["Guard", "Stats", "logger"]
 
 logger = logging.getLogger("apiusage")
 
@@ -81,6 +82,12 @@ class Stats:
             exc_info=exc,
         )
 
+    def guard(self, where: str, *, counter: str = "internal_errors") -> Guard:
+        """``with stats.guard("reading the request"):`` — an error inside is ours: it is
+        counted and logged (rate-limited), and never reaches the app. Make it once and
+        reuse it: it keeps no state between uses."""
+        return Guard(self, where, counter)
+
     def warn(self, where: str, message: str, *args: object) -> None:
         """Log a warning at most once per interval and place."""
         now = time.monotonic()
@@ -90,3 +97,31 @@ class Stats:
                 return
             self._last_logged[where] = now
         logger.warning(message, *args)
+
+
+class Guard:
+    """A reusable context manager that turns an ``Exception`` into a counted, logged error.
+
+    ``BaseException`` (``KeyboardInterrupt``, ``SystemExit``, cancellation) passes through.
+    """
+
+    __slots__ = ("_counter", "_stats", "_where")
+
+    def __init__(self, stats: Stats, where: str, counter: str = "internal_errors") -> None:
+        self._stats = stats
+        self._where = where
+        self._counter = counter
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        self._stats.error(self._where, exc, counter=self._counter)
+        return True

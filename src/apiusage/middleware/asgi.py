@@ -86,6 +86,7 @@ class ASGIMiddleware:
         self.client = make_client(client, identify, sink, posthog_client, settings)
         self.framework = self.client.settings.framework
         self._enabled = self.client.settings.enabled
+        self._finishing_guard = self.client.stats.guard("finishing a request")
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -153,22 +154,18 @@ class ASGIMiddleware:
         finally:
             _current_record.reset(token)
             record.finish_timing()
-            try:
+            with self._finishing_guard:
                 pending = self.client.finish_request(record)
                 if pending is not None:
                     await pending
-            except Exception as exc:
-                self.client.stats.error("finishing a request", exc)
 
     def _lifespan_send(self, send: ASGISendCallable) -> ASGISendCallable:
         """Flush queued events (in a thread, bounded) before the server is told shutdown is done."""
 
         async def lifespan_send(message: ASGISendEvent) -> None:
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                try:
+                with self.client.stats.guard("flushing at lifespan shutdown"):
                     await run_in_thread(self.client.flush)
-                except Exception as exc:
-                    self.client.stats.error("flushing at lifespan shutdown", exc)
             await send(message)
 
         return lifespan_send
