@@ -57,7 +57,7 @@ import pytest
 SECRET = "apiusage-transparency-harness-secret"
 
 _state: dict[str, Any] = {
-    "clients": [],  # every UsageClient made: the shared one, one per Flask app
+    "clients": [],  # every distinct UsageClient: apps with one configuration share one
     "sink": None,
     "shared": None,  # the UsageClient shared by every wrapped ASGI app
     "errors": [],  # the internal errors apiusage counted, with the test that was running
@@ -147,8 +147,10 @@ def _patch_flask(flask_cls: Any) -> None:
         if "apiusage" in getattr(self, "extensions", {}):
             return
         ApiUsage(self, sink=_sink(), identity_secret=SECRET)
+        client = ApiUsage.client_for(self)
         with _lock:
-            _state["clients"].append(ApiUsage.client_for(self))
+            if not any(known is client for known in _state["clients"]):  # apps share one
+                _state["clients"].append(client)
             _state["wrapped_flask"] += 1
 
     flask_cls.__init__ = __init__
