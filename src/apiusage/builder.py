@@ -206,6 +206,42 @@ class EventBuilder:
         if identity is not None and identity.organisation:
             into.groups.extend(self._group_updates(identity, record.started_at))
 
+    def build_unreadable(self, record: RequestRecord, error: str, into: Built) -> None:
+        """The events of a request whose building failed: what the record holds for
+        certain (no detector runs), with ``build_error`` naming what went wrong."""
+        identity = record.identity if isinstance(record.identity, Identity) else None
+        route = record.route if isinstance(record.route, str) else None
+        status = record.status
+        request_id = record.request_id
+        # Every property of the schema is present; what a detector would have said is null.
+        properties: dict[str, Any] = dict.fromkeys(_SHARED_KEY_NAMES)
+        properties |= {
+            "route": route,
+            "method": record.method,
+            "status_code": status,
+            "status_class": _STATUS_CLASSES.get(status // 100) if status else None,
+            "duration_ms": round((record.duration_ns or 0) / 1e6, 3),
+            "request_bytes": record.request_bytes,
+            "response_bytes": record.response_bytes,
+            "request_id": request_id,
+            "exception": record.exception,
+            "client_disconnected": record.client_disconnected,
+            "framework": record.framework or self.framework,
+            "transport": record.transport,
+            "sample_rate": 1.0,
+            "build_error": error,
+        }
+        into.events.append(
+            self._event(
+                self.event_name, properties, record.started_at, request_id, identity, record
+            )
+        )
+        for journey in record.journey or ():
+            inherited = {"request_id": request_id, "route": route, "method": record.method}
+            into.events.append(self._journey(journey, inherited, identity, record))
+        if identity is not None and identity.organisation:
+            into.groups.extend(self._group_updates(identity, record.started_at))
+
     def _share(self, key: tuple[Any, ...]) -> SharedProperties:
         """The properties of one combination in :meth:`build_request`'s key, made once."""
         properties = dict(zip(_SHARED_KEY_NAMES, key, strict=True))

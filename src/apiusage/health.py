@@ -33,6 +33,8 @@ class Stats:
     dropped_delivery_failed: int = 0
     dropped_at_shutdown: int = 0
     dropped_build_failed: int = 0
+    #: Requests whose building failed and were sent with their certain facts only.
+    events_built_partially: int = 0
     calls_rejected: int = 0
     internal_errors: int = 0
     resolver_errors: int = 0

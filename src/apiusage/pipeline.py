@@ -17,7 +17,7 @@ from typing import Any
 from apiusage.builder import Built, EventBuilder
 from apiusage.health import Stats
 from apiusage.identity import Identity, ResolverChain
-from apiusage.record import IdentifyCall, JourneyEvent, RequestRecord
+from apiusage.record import IdentifyCall, JourneyEvent, RequestRecord, exception_name
 from apiusage.request_view import RequestView
 from apiusage.sinks.base import Sink
 
@@ -76,12 +76,24 @@ class EventPipeline:
         else:
             raise TypeError(f"cannot build events from {type(item).__name__}")
 
+    def _build_unreadable(self, item: Any, error: BaseException, into: Built) -> bool:
+        """After a failed build: the request's event from its certain facts; False if
+        even that failed (the record is then dropped and counted)."""
+        if not isinstance(item, RequestRecord):
+            return False
+        try:
+            self.builder.build_unreadable(item, exception_name(error), into)
+        except Exception as exc:
+            self.stats.error("building an event from a record's certain facts", exc)
+            return False
+        return True
+
     def process(self, items: list[Any]) -> None:
         """Build and deliver one batch; the delivery worker calls this."""
         stats = self.stats
         built = Built()
         events = built.events
-        requests = journeys = build_failed = 0
+        requests = journeys = build_failed = partial = 0
         build = self.build
         pause = not self.behind()
         for position, item in enumerate(items):
@@ -98,7 +110,12 @@ class EventPipeline:
                 del events[events_before:]  # nothing half-built of this item is sent
                 del built.groups[groups_before:]
                 stats.error("building an event", exc)
-                build_failed += 1
+                if self._build_unreadable(item, exc, built):
+                    partial += 1
+                else:
+                    del events[events_before:]
+                    del built.groups[groups_before:]
+                    build_failed += 1
         if requests:
             stats.add("requests_recorded", requests)
         if journeys:
@@ -107,6 +124,8 @@ class EventPipeline:
             stats.add("sampled_out", built.sampled_out)
         if build_failed:
             stats.add("dropped_build_failed", build_failed)
+        if partial:
+            stats.add("events_built_partially", partial)
         if not events and not built.groups:
             return
         stats.add("events_built", len(events))
