@@ -21,7 +21,7 @@ class ApiUsageConfig(AppConfig):
 
         from django_apiusage import checks  # noqa: F401  (registers the system checks)
         from django_apiusage.conf import client
-        from django_apiusage.middleware import record_exception
+        from django_apiusage.reading import record_exception
 
         got_request_exception.connect(record_exception, dispatch_uid="django_apiusage")
         try:

@@ -1,17 +1,21 @@
-"""Django under an ASGI server: ``get_asgi_application()`` that flushes apiusage at shutdown.
+"""Django under an ASGI server: ``get_asgi_application()`` inside apiusage's ASGI middleware.
 
-Django's own ASGI handler refuses ``lifespan`` connections, so the server never tells it
-that it is shutting down; uvicorn then ends on SIGTERM by re-raising the signal, and the
-process dies without running ``atexit``: the events apiusage still held were lost. Use this
-``get_asgi_application()`` in ``asgi.py`` instead of Django's::
+Use it in ``asgi.py`` instead of Django's::
 
     from django_apiusage.asgi import get_asgi_application
 
     application = get_asgi_application()
 
-It returns Django's handler, which also answers the lifespan protocol: at shutdown it
-flushes apiusage (in a thread, within ``shutdown_timeout``) before telling the server that
-shutdown is complete. HTTP connections are Django's as before.
+It returns Django's handler wrapped in :class:`apiusage.ASGIMiddleware` (with the
+project's client), so a Django request is recorded exactly like any other ASGI request:
+timed to its last byte, and flushed at shutdown. ``ApiUsageMiddleware`` in ``MIDDLEWARE``
+then only annotates the request (route, user, DRF's auth method).
+
+Django's own handler refuses ``lifespan`` connections, so the server would never say that
+it is shutting down; uvicorn then ends on SIGTERM by re-raising the signal, without
+running ``atexit``, and the events still queued were lost. This handler answers the
+lifespan protocol, and the middleware flushes (in a thread, within ``shutdown_timeout``)
+before the server is told that shutdown is complete.
 """
 
 from __future__ import annotations
@@ -19,17 +23,18 @@ from __future__ import annotations
 from typing import Any
 
 import django
-from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
 
-from apiusage.health import logger
+from apiusage import ASGIMiddleware
+from apiusage.config import ConfigurationError
 from django_apiusage import conf
 
 __all__ = ["ASGIHandler", "get_asgi_application"]
 
 
 class ASGIHandler(DjangoASGIHandler):
-    """Django's ASGI handler, plus the ASGI lifespan protocol (apiusage flushes at shutdown)."""
+    """Django's ASGI handler, plus the ASGI lifespan protocol."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
@@ -40,22 +45,15 @@ class ASGIHandler(DjangoASGIHandler):
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await sync_to_async(_flush, thread_sensitive=False)()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
 
-def _flush() -> None:
+def get_asgi_application() -> ASGIMiddleware:
+    """Like ``django.core.asgi.get_asgi_application()``, recorded by apiusage."""
+    django.setup(set_prefix=False)
     try:
         client = conf.client()
-    except Exception as exc:  # misconfigured: nothing was recorded, so nothing to flush
-        logger.debug("apiusage: nothing to flush at lifespan shutdown: %s", exc)
-        return
-    with client.stats.guard("flushing at lifespan shutdown"):
-        client.flush()
-
-
-def get_asgi_application() -> ASGIHandler:
-    """Like ``django.core.asgi.get_asgi_application()``, with the lifespan protocol."""
-    django.setup(set_prefix=False)
-    return ASGIHandler()
+    except ConfigurationError as exc:
+        raise ImproperlyConfigured(f"apiusage: {exc}") from None
+    return ASGIMiddleware(ASGIHandler(), client=client)

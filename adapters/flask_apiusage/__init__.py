@@ -14,9 +14,8 @@ from typing import Any
 from flask import Flask, g, got_request_exception, request
 
 from apiusage import UsageClient, WSGIMiddleware
-from apiusage.context import current_record
 from apiusage.identity import Resolver, StateResolver
-from apiusage.record import exception_name
+from apiusage.recording import annotate, current_record
 from apiusage.registry import shared_client
 from apiusage.sinks.base import Sink
 
@@ -110,25 +109,24 @@ class ApiUsage:
         )
 
         def record_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
-            record = current_record()
-            if record is not None:
-                record.exception = exception_name(exception)
+            annotate(exception=exception)
 
         reading_guard = client.stats.guard("reading the Flask request")
 
         def finish_in_request_context(exc: BaseException | None) -> None:
             # Runs while `request`, `g` and Flask-Login's user still exist.
-            record = current_record()
-            if record is None:
+            if current_record() is None:
                 return
             with reading_guard:
-                rule = request.url_rule
-                record.route = rule.rule if rule is not None else None
-                record.native = request._get_current_object()  # type: ignore[attr-defined]
-                record.state = g._get_current_object()
-                if exc is not None and record.exception is None:
-                    record.exception = exception_name(exc)
-                client.resolve_now(record)
+                flask_request = request._get_current_object()  # type: ignore[attr-defined]
+                rule = flask_request.url_rule
+                annotate(
+                    route=rule.rule if rule is not None else None,
+                    exception=exc,
+                    request=flask_request,
+                    state=g._get_current_object(),
+                )
+                client.resolve_current()
 
         got_request_exception.connect(record_exception, app, weak=False)
         app.teardown_request(finish_in_request_context)

@@ -49,6 +49,7 @@ from apiusage.record import (
     JourneyEvent,
     RequestRecord,
 )
+from apiusage.recording import IGNORED_REQUEST, NotMeasured, Recording, current, current_record
 from apiusage.request_view import RequestView, state_of
 from apiusage.sinks.base import Sink
 from apiusage.sinks.discard import DiscardSink
@@ -175,6 +176,7 @@ class UsageClient:
         self._excluded_prefixes = tuple(p for p in settings.exclude_paths if p.endswith("/"))
         self._environ_keys = _environ_keys(settings)
         self._closed = False
+        self._enabled = settings.enabled
         # Runs when the client is garbage: what is queued is delivered in the background.
         self._release = weakref.finalize(
             self, _release, self.delivery, self.sink, self.stats, settings.shutdown_timeout
@@ -249,6 +251,44 @@ class UsageClient:
             or (bool(self._excluded_prefixes) and path.startswith(self._excluded_prefixes))
         )
 
+    def begin(
+        self,
+        transport: str,
+        method: str,
+        path: str,
+        query_string: bytes | str,
+        headers: Any,
+        scope: Any,
+        root_path: str = "",
+        app_path: str | None = None,
+        framework: str | None = None,
+    ) -> Recording:
+        """Start recording a request and make it current (see :mod:`apiusage.recording`).
+
+        ``headers`` are the ASGI scope's header pairs, or a WSGI environ (or Django's
+        ``META``); ``scope`` is the ASGI scope or WSGI environ; ``app_path`` is the path
+        within the app that exclusions match (WSGI's ``PATH_INFO``), by default ``path``;
+        ``framework`` names the framework when the settings do not.
+        Inside a request an outer apiusage already records, the recording is joined to it;
+        on an excluded path, or with apiusage disabled, it is ignored.
+        """
+        outer = current.get()
+        if outer is not None:  # recorded (or ignored) by an outer apiusage
+            return NotMeasured(outer, make_current=False)
+        if not self._enabled or self.is_excluded(path if app_path is None else app_path):
+            return NotMeasured(IGNORED_REQUEST, make_current=True)
+        record = RequestRecord(
+            transport,
+            method,
+            path,
+            query_string,
+            headers,
+            scope,
+            root_path,
+            framework or self.settings.framework,
+        )
+        return Recording(self, record)
+
     def _resolve(self, record: RequestRecord) -> Identity | Awaitable[Identity | None] | None:
         """After the response: the resolvers not tried yet (all of them, unless
         :meth:`resolve_now` ran). An awaitable only when an async resolver is involved."""
@@ -261,13 +301,20 @@ class UsageClient:
             self._resolver_failed("identity resolution", exc)
             return None
 
-    def resolve_now(self, record: RequestRecord) -> None:
-        """Run the sync resolvers while the framework's request objects still exist.
+    def resolve_current(self) -> None:
+        """Run the sync resolvers for the current request now, while the framework's
+        request objects still exist.
 
         For adapters whose request state is torn down before the response body is sent
-        (Flask's ``g``). Resolvers from the first ``async def`` one on are left for
-        :meth:`finish_request`; none runs twice.
+        (Flask's ``g``). Resolvers from the first ``async def`` one on are left for the
+        end of the request; none runs twice. Outside a recorded request: nothing.
         """
+        record = current_record()
+        if record is not None:
+            self.resolve_now(record)
+
+    def resolve_now(self, record: RequestRecord) -> None:
+        """:meth:`resolve_current` for a given record."""
         if record.identity_pinned:
             return
         if self._state_attributes is not None:

@@ -12,34 +12,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from apiusage.health import Stats
 from apiusage.identity import Identity
-from apiusage.record import JourneyEvent, RequestRecord, exception_name
+from apiusage.record import JourneyEvent
+from apiusage.recording import IGNORED_REQUEST, annotate, current, current_record
 
 if TYPE_CHECKING:
     from apiusage.client import UsageClient
 
 __all__ = ["IGNORED_REQUEST", "annotate", "current_record", "identify", "track"]
 
-_current_record: ContextVar[RequestRecord | None] = ContextVar("apiusage_request", default=None)
-
-#: Current during requests apiusage does not record (excluded paths, ``enabled=False``):
-#: ``track()`` and ``identify()`` there are accepted and ignored.
-IGNORED_REQUEST = RequestRecord(
-    transport="none", method="", path="", query_string="", raw_headers=(), scope={}
-)
-
 #: Counts and logs misuse when there is no client to count it on.
 _unattached = Stats()
-
-
-def current_record() -> RequestRecord | None:
-    """The record of the request being handled, or None outside a request."""
-    record = _current_record.get()
-    return None if record is IGNORED_REQUEST else record
 
 
 def _default_client() -> UsageClient | None:
@@ -68,7 +54,7 @@ def track(
     request id, even when the identity only becomes known later in the handler. Outside a
     request (a worker, a script) ``distinct_id`` is required.
     """
-    record = _current_record.get()
+    record = current.get()
     if record is IGNORED_REQUEST:
         return
     if not isinstance(event, str) or not event:
@@ -114,7 +100,7 @@ def identify(
     organisation with PostHog's ``group_identify``. Outside a request it updates the
     person and organisation properties directly.
     """
-    record = _current_record.get()
+    record = current.get()
     if record is IGNORED_REQUEST:
         return
     if distinct_id is None or distinct_id == "" or isinstance(distinct_id, bool):
@@ -135,24 +121,3 @@ def identify(
         _rejected(None, "apiusage.identify()", "apiusage is not set up in this process")
     else:
         client.record_identity(identity)
-
-
-_UNCHANGED: Any = object()
-
-
-def annotate(*, route: str | None = _UNCHANGED, exception: BaseException | None = None) -> None:
-    """Tell apiusage what only the framework knows, for frameworks without an adapter.
-
-    Call it from a framework hook or middleware during the request: ``route`` is the
-    matched route template (from the framework's route object, never the raw path;
-    ``None`` when nothing matched), ``exception`` an unhandled error the framework turned
-    into a response itself (only its class is recorded). Outside a recorded request it
-    does nothing.
-    """
-    record = current_record()
-    if record is None:
-        return
-    if route is not _UNCHANGED:
-        record.route = route
-    if exception is not None:
-        record.exception = exception_name(exception)

@@ -24,6 +24,7 @@ from django.core.management.base import SystemCheckError
 from django.test import AsyncClient, override_settings
 from werkzeug.test import Client
 
+import apiusage
 from apiusage.sinks.memory import MemorySink
 from django_apiusage import conf
 from tests.adapters.drivers import (
@@ -216,7 +217,8 @@ async def test_create_app_gives_an_asgi_handler(project: ModuleType) -> None:
     app = await sync_to_async(project.create_app)(
         asgi=True, sink=sink, identity_secret=IDENTITY_SECRET
     )
-    assert isinstance(app, ASGIHandler)
+    assert isinstance(app, apiusage.ASGIMiddleware)
+    assert isinstance(app.app, ASGIHandler)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         reply = await http.post("/v1/projects", json={"name": "Apollo"}, headers=ALICE)
@@ -277,7 +279,7 @@ async def test_asgi_lifespan_shutdown_flushes(project: ModuleType) -> None:
     ],
 )
 def test_route_templates_are_readable(route: str, template: str) -> None:
-    from django_apiusage.middleware import route_template
+    from django_apiusage.reading import route_template
 
     assert route_template(route) == template
 
@@ -288,12 +290,12 @@ def test_a_replaced_user_wins_over_a_cached_anonymous_one(project: ModuleType) -
     from django.test import RequestFactory
     from django.utils.functional import SimpleLazyObject
 
-    from django_apiusage.middleware import _RequestState
+    from django_apiusage.reading import RequestState
 
     request = RequestFactory().get("/v1/items/1")
     request._cached_user = AnonymousUser()  # type: ignore[attr-defined]
     request.user = SimpleLazyObject(lambda: request._cached_user)  # type: ignore[attr-defined]
-    assert _RequestState(request, None).user.is_anonymous
+    assert RequestState(request, None).user.is_anonymous
     real = new_user()
     request.user = real
-    assert _RequestState(request, None).user == real
+    assert RequestState(request, None).user == real

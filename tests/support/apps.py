@@ -290,9 +290,7 @@ def plain_wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[byt
         start_response("418 I'm a teapot", [("Content-Type", "text/plain")])
         return [b"short and stout"]
     if path.startswith("/orders/"):
-        record = current_record()
-        if record is not None:
-            record.route = "/orders/{order_id}"
+        apiusage.annotate(route="/orders/{order_id}")
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"order"]
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])

@@ -22,10 +22,8 @@ from asgiref.typing import (
 )
 
 from apiusage.client import UsageClient
-from apiusage.context import IGNORED_REQUEST, _current_record
 from apiusage.identity import Resolver
 from apiusage.middleware._common import make_client, run_in_thread
-from apiusage.record import RequestRecord, exception_name
 from apiusage.sinks.base import Sink
 
 __all__ = ["ASGIMiddleware", "as_asgi3"]
@@ -84,8 +82,8 @@ class ASGIMiddleware:
     ) -> None:
         self.app = as_asgi3(app)
         self.client = make_client(client, identify, sink, posthog_client, settings)
+        #: Named in events when the settings do not name it (framework adapters set it).
         self.framework = self.client.settings.framework
-        self._enabled = self.client.settings.enabled
         self._finishing_guard = self.client.stats.guard("finishing a request")
 
     async def __call__(
@@ -97,19 +95,7 @@ class ASGIMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        if _current_record.get() is not None:  # already recorded by an outer apiusage
-            await self.app(scope, receive, send)
-            return
-        if not self._enabled or self.client.is_excluded(scope["path"]):
-            # Not recorded; track()/identify() in its handlers are accepted and ignored.
-            ignored = _current_record.set(IGNORED_REQUEST)
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                _current_record.reset(ignored)
-            return
-
-        record = RequestRecord(
+        recording = self.client.begin(
             "asgi",
             scope["method"],
             scope["path"],
@@ -117,8 +103,16 @@ class ASGIMiddleware:
             scope.get("headers", ()),
             scope,
             scope.get("root_path", ""),
+            None,
             self.framework,
         )
+        if not recording.measures:  # recorded by an outer apiusage, or not recorded
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                recording.leave()
+            return
+        record = recording.record
 
         async def receive_recording() -> ASGIReceiveEvent:
             message = await receive()
@@ -141,21 +135,16 @@ class ASGIMiddleware:
                 record.client_disconnected = True
                 raise
 
-        token = _current_record.set(record)
         try:
             await self.app(scope, receive_recording, send_recording)
         except BaseException as exc:
-            record.exception = exception_name(exc)
             if isinstance(exc, asyncio.CancelledError):
                 record.client_disconnected = True
-            if record.status is None:
-                record.status = _CLIENT_GONE if record.client_disconnected else 500
+            recording.failed(exc, _CLIENT_GONE if record.client_disconnected else 500)
             raise
         finally:
-            _current_record.reset(token)
-            record.finish_timing()
             with self._finishing_guard:
-                pending = self.client.finish_request(record)
+                pending = recording.finish()
                 if pending is not None:
                     await pending
 

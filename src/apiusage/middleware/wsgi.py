@@ -13,10 +13,10 @@ from types import TracebackType
 from typing import Any
 
 from apiusage.client import UsageClient
-from apiusage.context import IGNORED_REQUEST, _current_record
 from apiusage.identity import Resolver
 from apiusage.middleware._common import make_client
 from apiusage.record import RequestRecord, exception_name
+from apiusage.recording import IGNORED_REQUEST, Recording, current
 from apiusage.sinks.base import Sink
 
 __all__ = ["WSGIMiddleware"]
@@ -45,28 +45,11 @@ class WSGIMiddleware:
     ) -> None:
         self.app = app
         self.client = make_client(client, identify, sink, posthog_client, settings)
-        self.framework = self.client.settings.framework
-        self._enabled = self.client.settings.enabled
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
-        if _current_record.get() is not None:  # already recorded by an outer apiusage
-            return self.app(environ, start_response)
-        if not self._enabled or self.client.is_excluded(path):
-            # Not recorded; track()/identify() in its handlers are accepted and ignored.
-            ignored = _current_record.set(IGNORED_REQUEST)
-            try:
-                result = self.app(environ, start_response)
-            finally:
-                _current_record.reset(ignored)
-            # A streamed body runs app code later, as the server iterates it; lists and
-            # file responses (sent by the server itself) run none.
-            if isinstance(result, (list, tuple)) or _is_file_response(environ, result):
-                return result
-            return _IgnoredBody(result)
-
         script_name = environ.get("SCRIPT_NAME", "")
-        record = RequestRecord(
+        recording = self.client.begin(
             "wsgi",
             environ.get("REQUEST_METHOD", "GET"),
             script_name + path,
@@ -74,8 +57,21 @@ class WSGIMiddleware:
             environ,
             environ,
             script_name,
-            self.framework,
+            path,
         )
+        if not recording.measures:  # recorded by an outer apiusage, or not recorded
+            try:
+                result = self.app(environ, start_response)
+            finally:
+                recording.leave()
+            # A streamed body runs app code later, as the server iterates it; lists and
+            # file responses (sent by the server itself) run none.
+            ignored = recording.record is IGNORED_REQUEST
+            if not ignored or isinstance(result, (list, tuple)):
+                return result
+            return result if _is_file_response(environ, result) else _IgnoredBody(result)
+
+        record = recording.record
         content_length = environ.get("CONTENT_LENGTH")
         if content_length:
             with suppress(ValueError):
@@ -86,21 +82,17 @@ class WSGIMiddleware:
             if stream is not None:
                 environ["wsgi.input"] = _CountingInput(stream, record)
 
-        response = _RecordedResponse(record, start_response, self.client)
+        response = _RecordedResponse(recording, start_response)
         # The request is current only while app code runs (here, and in the body's
         # iteration and close()): a response that is never closed, as with test clients,
         # must not stay current and make every later request in this thread look nested.
-        token = _current_record.set(record)
         try:
             result = self.app(environ, response.start_response)
         except BaseException as exc:
-            _current_record.reset(token)
-            record.exception = exception_name(exc)
-            if record.status is None:
-                record.status = 500
+            recording.failed(exc)
             response.finish()
             raise
-        _current_record.reset(token)
+        recording.leave()
         if _is_file_response(environ, result) and response.hook_file_wrapper(result):
             return result
         response.iterable = result
@@ -124,12 +116,12 @@ class _RecordedResponse:
     ``close()``, which servers call after the last byte is written.
     """
 
-    __slots__ = ("_client", "_finished", "_headers", "_record", "_start_response", "iterable")
+    __slots__ = ("_finished", "_headers", "_record", "_recording", "_start_response", "iterable")
 
-    def __init__(self, record: RequestRecord, start_response: StartResponse, client: UsageClient):
-        self._record = record
+    def __init__(self, recording: Recording, start_response: StartResponse):
+        self._recording = recording
+        self._record = recording.record
         self._start_response = start_response
-        self._client = client
         self._headers: list[tuple[str, str]] = []
         self._finished = False
         self.iterable: Iterable[bytes] = ()
@@ -151,7 +143,7 @@ class _RecordedResponse:
         iterator = iter(self.iterable)
         while True:
             # Current while the app makes each chunk: a streamed body may call track().
-            token = _current_record.set(record)
+            token = current.set(record)
             try:
                 chunk = next(iterator)
             except StopIteration:
@@ -160,7 +152,7 @@ class _RecordedResponse:
                 record.exception = exception_name(exc)
                 raise
             finally:
-                _current_record.reset(token)
+                current.reset(token)
             record.response_bytes += len(chunk)
             yield chunk
 
@@ -170,11 +162,11 @@ class _RecordedResponse:
         try:
             close = getattr(self.iterable, "close", None)
             if close is not None:
-                token = _current_record.set(self._record)
+                token = current.set(self._record)
                 try:
                     close()
                 finally:
-                    _current_record.reset(token)
+                    current.reset(token)
         finally:
             self.finish()
 
@@ -182,8 +174,7 @@ class _RecordedResponse:
         if self._finished:
             return
         self._finished = True
-        self._record.finish_timing()
-        self._client.finish_request_blocking(self._record)
+        self._recording.finish_blocking()
 
     def hook_file_wrapper(self, result: Any) -> bool:
         """Finish when the server closes a file response, leaving the response unwrapped."""
@@ -217,23 +208,23 @@ class _IgnoredBody:
     def __iter__(self) -> Iterator[bytes]:
         iterator = iter(self._iterable)
         while True:
-            token = _current_record.set(IGNORED_REQUEST)
+            token = current.set(IGNORED_REQUEST)
             try:
                 chunk = next(iterator)
             except StopIteration:
                 return
             finally:
-                _current_record.reset(token)
+                current.reset(token)
             yield chunk
 
     def close(self) -> None:
         close = getattr(self._iterable, "close", None)
         if close is not None:
-            token = _current_record.set(IGNORED_REQUEST)
+            token = current.set(IGNORED_REQUEST)
             try:
                 close()
             finally:
-                _current_record.reset(token)
+                current.reset(token)
 
 
 class _SizedRecordedResponse(_RecordedResponse):
