@@ -9,6 +9,13 @@ instructions of every thread of the process, twice per variant: with ``--small``
 ``--large`` timed requests. The difference divided by the difference in requests is what
 one request costs the process, start-up and warm-up excluded.
 
+Under valgrind the process runs about 50 times slower, so time-based flushes (apiusage's
+``flush_interval``, the posthog SDK's) would send batches far smaller than the same
+traffic does natively, where a busy process fills every batch by size (100 events): the
+cost per request would then depend on how busy the machine is (measured: +151k to +332k
+instructions for the same code). ``--flush-interval-scale`` (default 100) slows both
+down alike, so batches fill by size here too.
+
 What instructions miss: cache misses, system calls and the price of handing the GIL from
 one thread to another, all of which CPU time includes. Read both.
 
@@ -78,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--small", type=int, default=100, help="timed requests, first run")
     parser.add_argument("--large", type=int, default=400, help="timed requests, second run")
+    parser.add_argument(
+        "--flush-interval-scale",
+        type=float,
+        default=100.0,
+        help="slow time-based flushes down by this factor, as valgrind slows the process "
+        "(batches then fill by size, as they do natively under load); 1 to keep them",
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian/Ubuntu: apt-get install valgrind)")
@@ -97,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     requests=requests,
                     warmup=50,
                     capture_url=endpoint.url,
+                    flush_interval_scale=args.flush_interval_scale,
                 )
                 for framework in frameworks
                 for variant in variants
