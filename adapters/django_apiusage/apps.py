@@ -6,7 +6,7 @@ import logging
 
 from django.apps import AppConfig
 
-from apiusage.config import ConfigurationError
+from apiusage import ConfigurationError
 
 logger = logging.getLogger("apiusage")
 

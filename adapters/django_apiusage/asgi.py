@@ -26,8 +26,7 @@ import django
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
 
-from apiusage import ASGIMiddleware
-from apiusage.config import ConfigurationError
+from apiusage import ASGIMiddleware, ConfigurationError
 from django_apiusage import conf
 
 __all__ = ["ASGIHandler", "get_asgi_application"]

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from apiusage.config import ConfigurationError
+from apiusage import ConfigurationError
 from django_apiusage.conf import read_config
 
 MIDDLEWARE_PATH = "django_apiusage.middleware.ApiUsageMiddleware"

@@ -8,10 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from apiusage import UsageClient
-from apiusage.config import ConfigurationError, load_settings
-from apiusage.identity import Resolver
-from apiusage.registry import shared_client
+from apiusage import ConfigurationError, Resolver, UsageClient, load_settings, use_client
 
 __all__ = ["client", "read_config"]
 
@@ -62,8 +59,8 @@ def read_config() -> tuple[dict[str, Any], dict[str, Any]]:
 def client() -> UsageClient:
     """The client for the current ``settings.APIUSAGE``, shared with the middleware.
 
-    Clients are shared by configuration (:mod:`apiusage.registry`): after
+    Clients are shared by configuration (:func:`apiusage.use_client`): after
     ``override_settings(APIUSAGE=...)`` the middleware built next gets a client of its own.
     """
     options, objects = read_config()
-    return shared_client(**objects, **options)
+    return use_client(**objects, **options)

@@ -19,8 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponseBase
 
-from apiusage.config import ConfigurationError
-from apiusage.recording import Recording, annotate
+from apiusage import ConfigurationError, Recording, annotate
 from django_apiusage import conf
 from django_apiusage.reading import RequestState, drf_auth_method, record_exception, route_template
 

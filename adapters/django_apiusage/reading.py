@@ -14,7 +14,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject, empty
 
-from apiusage.recording import annotate
+from apiusage import annotate
 
 __all__ = ["RequestState", "drf_auth_method", "record_exception", "route_template"]
 

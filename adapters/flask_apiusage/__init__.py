@@ -13,11 +13,16 @@ from typing import Any
 
 from flask import Flask, g, got_request_exception, request
 
-from apiusage import UsageClient, WSGIMiddleware
-from apiusage.identity import Resolver, StateResolver
-from apiusage.recording import annotate, current_record
-from apiusage.registry import shared_client
-from apiusage.sinks.base import Sink
+from apiusage import (
+    Resolver,
+    Sink,
+    StateResolver,
+    UsageClient,
+    WSGIMiddleware,
+    annotate,
+    current_record,
+    use_client,
+)
 
 __all__ = ["ApiUsage", "flask_login_user"]
 
@@ -100,8 +105,11 @@ class ApiUsage:
                 settings[key.lower()] = app.config[key]
         settings.update(self._settings)
         settings.setdefault("framework", "flask")
-        client = shared_client(
-            [*self._resolvers, flask_login_user], self._sink, self._posthog_client, **settings
+        client = use_client(
+            identify=[*self._resolvers, flask_login_user],
+            sink=self._sink,
+            posthog_client=self._posthog_client,
+            **settings,
         )
         app.extensions["apiusage"] = client
         app.wsgi_app = WSGIMiddleware(  # type: ignore[method-assign]

@@ -10,10 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from apiusage import ASGIMiddleware, UsageClient
-from apiusage.identity import Resolver
-from apiusage.middleware._common import make_client
-from apiusage.sinks.base import Sink
+from apiusage import ASGIMiddleware, Resolver, Sink, UsageClient, use_client
 
 __all__ = ["ApiUsage"]
 
@@ -47,7 +44,9 @@ class ApiUsage:
             )
         if client is None:
             settings.setdefault("framework", self.framework)
-        self.client = make_client(client, identify, sink, posthog_client, settings)
+        self.client = use_client(
+            client, identify=identify, sink=sink, posthog_client=posthog_client, **settings
+        )
         self.app = app
         build_stack = app.build_middleware_stack
 

@@ -8,20 +8,24 @@ background to PostHog, or to an embedded local store when no PostHog key is set.
 __version__ = "0.1.0"
 
 from apiusage.client import UsageClient
-from apiusage.config import ConfigurationError, Settings
-from apiusage.context import annotate, identify, track
+from apiusage.config import ConfigurationError, Settings, load_settings
+from apiusage.context import identify, track
 from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate, SharedProperties
 from apiusage.identity import (
     Identity,
     KeyedHasher,
+    Resolver,
     ResolverChain,
+    StateResolver,
     from_api_key,
     from_header,
     from_state,
 )
 from apiusage.middleware import ASGIMiddleware, WSGIMiddleware
-from apiusage.registry import get_client
+from apiusage.recording import Recording, annotate, current_record
+from apiusage.registry import get_client, use_client
 from apiusage.request_view import RequestView
+from apiusage.sinks.base import Sink
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -31,22 +35,29 @@ __all__ = [
     "GroupUpdate",
     "Identity",
     "KeyedHasher",
+    "Recording",
     "RequestView",
+    "Resolver",
     "ResolverChain",
     "Settings",
     "SharedProperties",
+    "Sink",
+    "StateResolver",
     "UsageClient",
     "WSGIMiddleware",
     "__version__",
     "annotate",
+    "current_record",
     "flush",
     "from_api_key",
     "from_header",
     "from_state",
     "get_client",
     "identify",
+    "load_settings",
     "stats",
     "track",
+    "use_client",
 ]
 
 

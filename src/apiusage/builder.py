@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 
 from apiusage import __version__
+from apiusage.caller import Identity
 from apiusage.detect.auth import AuthDetector
 from apiusage.detect.user_agent import parse_client_library
 from apiusage.detect.versions import VersionDetector
 from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate, SharedProperties, new_event_uuid
-from apiusage.identity import Identity
 from apiusage.record import JourneyEvent, RequestRecord
 from apiusage.request_view import RequestView
 

@@ -14,8 +14,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from apiusage.caller import Identity
 from apiusage.health import Stats
-from apiusage.identity import Identity
 from apiusage.record import JourneyEvent
 from apiusage.recording import IGNORED_REQUEST, annotate, current, current_record
 

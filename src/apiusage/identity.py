@@ -12,9 +12,9 @@ import hashlib
 import hmac
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Union
 
+from apiusage.caller import MAX_ID_LENGTH, Identity, as_identity
 from apiusage.detect.auth import AuthDetector
 from apiusage.request_view import RequestView
 
@@ -45,35 +45,7 @@ _ORGANISATION_ATTRIBUTES = (
     "organization",
     "org",
 )
-_MAX_ID_LENGTH = 200
 _HASH_CACHE_SIZE = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """A caller: PostHog distinct id, organisation (sent as a PostHog group) and properties."""
-
-    distinct_id: str
-    organisation: str | None = None
-    person_properties: Mapping[str, Any] = field(default_factory=dict)
-    organisation_properties: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.distinct_id, str) or not self.distinct_id:
-            raise ValueError("Identity.distinct_id must be a non-empty string")
-
-
-def as_identity(result: object) -> Identity | None:
-    """Accept what resolvers may return: an Identity, a distinct id, or None."""
-    if result is None or isinstance(result, Identity):
-        return result
-    if isinstance(result, (str, int)) and not isinstance(result, bool):
-        text = str(result)[:_MAX_ID_LENGTH]
-        return Identity(text) if text else None
-    raise TypeError(
-        f"an identity resolver returned {type(result).__name__}; "
-        "return an apiusage.Identity, a distinct id string, or None"
-    )
 
 
 class KeyedHasher:
@@ -123,8 +95,8 @@ def identity_from_object(obj: Any) -> Identity | None:
     if organisation is not None and not isinstance(organisation, (str, int)):
         organisation = _attribute(organisation, _ID_ATTRIBUTES)
     return Identity(
-        str(distinct_id)[:_MAX_ID_LENGTH],
-        organisation=str(organisation)[:_MAX_ID_LENGTH] if organisation is not None else None,
+        str(distinct_id)[:MAX_ID_LENGTH],
+        organisation=str(organisation)[:MAX_ID_LENGTH] if organisation is not None else None,
     )
 
 
@@ -232,8 +204,8 @@ def from_header(name: str, organisation_header: str | None = None) -> Resolver:
             return None
         organisation = view.header(organisation_header) if organisation_header else None
         return Identity(
-            value[:_MAX_ID_LENGTH],
-            organisation=organisation[:_MAX_ID_LENGTH] if organisation else None,
+            value[:MAX_ID_LENGTH],
+            organisation=organisation[:MAX_ID_LENGTH] if organisation else None,
         )
 
     return resolve_from_header

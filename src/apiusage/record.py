@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from apiusage.events import new_event_uuid
 
 if TYPE_CHECKING:
-    from apiusage.identity import Identity
+    from apiusage.caller import Identity
 
 __all__ = ["IdentifyCall", "JourneyEvent", "RequestRecord", "exception_name"]
 

@@ -22,7 +22,7 @@ from apiusage.client import UsageClient
 from apiusage.config import load_settings
 from apiusage.identity import Resolver
 
-__all__ = ["default_client", "get_client", "serve", "shared_client"]
+__all__ = ["default_client", "get_client", "serve", "shared_client", "use_client"]
 
 _lock = threading.Lock()
 _shared: weakref.WeakValueDictionary[Hashable, UsageClient] = weakref.WeakValueDictionary()
@@ -61,6 +61,28 @@ def shared_client(
                 posthog_client=posthog_client,
             )
             _shared[key] = client
+    serve(client)
+    return client
+
+
+def use_client(
+    client: UsageClient | None = None,
+    *,
+    identify: Resolver | Sequence[Resolver] | None = None,
+    sink: Any = None,
+    posthog_client: Any = None,
+    **settings: Any,
+) -> UsageClient:
+    """The client an app records with: ``client`` when given (then nothing else may be),
+    else the shared client for this configuration. Middleware and adapters call it.
+
+    Raises :class:`TypeError` when both are given, and
+    :class:`~apiusage.ConfigurationError` for bad settings.
+    """
+    if client is None:
+        return shared_client(identify, sink, posthog_client, **settings)
+    if identify is not None or sink is not None or posthog_client is not None or settings:
+        raise TypeError("pass either client= or settings/identify/sink, not both")
     serve(client)
     return client
 

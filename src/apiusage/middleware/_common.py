@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from apiusage.client import UsageClient
 from apiusage.identity import Resolver
-from apiusage.registry import serve, shared_client
+from apiusage.registry import use_client
 from apiusage.sinks.base import Sink
 
 __all__ = ["make_client", "run_in_thread"]
@@ -24,13 +24,10 @@ def make_client(
     posthog_client: Any,
     settings: dict[str, Any],
 ) -> UsageClient:
-    """The given client, or the shared one for these keyword settings (never both)."""
-    if client is None:
-        return shared_client(identify, sink, posthog_client, **settings)
-    if identify is not None or sink is not None or posthog_client is not None or settings:
-        raise TypeError("pass either client= or settings/identify/sink, not both")
-    serve(client)
-    return client
+    """The middleware's client: see :func:`apiusage.use_client`."""
+    return use_client(
+        client, identify=identify, sink=sink, posthog_client=posthog_client, **settings
+    )
 
 
 async def run_in_thread(function: Callable[[], _T]) -> _T:
