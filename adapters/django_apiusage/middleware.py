@@ -11,7 +11,7 @@ lookup cannot raise ``SynchronousOnlyOperation``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
@@ -24,18 +24,6 @@ from django_apiusage import conf
 from django_apiusage.reading import RequestState, drf_auth_method, record_exception, route_template
 
 __all__ = ["ApiUsageMiddleware", "drf_auth_method", "record_exception"]
-
-
-def _count_sync(chunks: Iterator[bytes], recording: Recording) -> Iterator[bytes]:
-    for chunk in chunks:
-        recording.sent(len(chunk))
-        yield chunk
-
-
-async def _count_async(chunks: AsyncIterator[bytes], recording: Recording) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        recording.sent(len(chunk))
-        yield chunk
 
 
 class ApiUsageMiddleware:
@@ -132,21 +120,10 @@ class ApiUsageMiddleware:
         length = response.get("Content-Length")
         if length is not None and length.isdigit():
             recording.sent(int(length))
+        elif getattr(response, "is_async", False):  # streamed: counted as it is sent
+            response.streaming_content = recording.counted_async(response.streaming_content)  # type: ignore[attr-defined]
         elif getattr(response, "streaming", False):
-            content = response.streaming_content  # type: ignore[attr-defined]
-            if getattr(response, "is_async", False):
-                response.streaming_content = _count_async(content, recording)  # type: ignore[attr-defined]
-            else:
-                response.streaming_content = _count_sync(content, recording)  # type: ignore[attr-defined]
+            response.streaming_content = recording.counted(response.streaming_content)  # type: ignore[attr-defined]
         else:
             recording.sent(len(response.content))  # type: ignore[attr-defined]
-        close = response.close
-
-        def close_and_finish() -> None:
-            # Django (and WSGI servers) close the response after its last byte was sent.
-            try:
-                close()
-            finally:
-                recording.finish_blocking()
-
-        response.close = close_and_finish  # type: ignore[method-assign]
+        recording.finish_when_closed(response)

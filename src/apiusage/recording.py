@@ -19,7 +19,7 @@ Adapters use this API and never write a record themselves.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +113,33 @@ class Recording:
     def sent(self, size: int) -> None:
         """``size`` bytes of response body were handed to the server."""
         self.record.response_bytes += size
+
+    def counted(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """A streamed body, unchanged, whose bytes are counted as the server sends them."""
+        record = self.record
+        for chunk in chunks:
+            record.response_bytes += len(chunk)
+            yield chunk
+
+    async def counted_async(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        """:meth:`counted` for an async streamed body."""
+        record = self.record
+        async for chunk in chunks:
+            record.response_bytes += len(chunk)
+            yield chunk
+
+    def finish_when_closed(self, response: Any) -> None:
+        """Finish when the server calls ``response.close()``, after the last byte (WSGI
+        servers, and Django's handlers, close the response they were given)."""
+        close = response.close
+
+        def close_and_finish() -> None:
+            try:
+                close()
+            finally:
+                self.finish_blocking()
+
+        response.close = close_and_finish
 
     def failed(self, exc: BaseException, status: int = 500) -> None:
         """An exception escaped the app: its class is recorded, and ``status`` unless the
