@@ -299,3 +299,58 @@ def test_a_replaced_user_wins_over_a_cached_anonymous_one(project: ModuleType) -
     real = new_user()
     request.user = real
     assert RequestState(request, None).user == real
+
+
+@pytest.mark.parametrize("asgi", [False, True], ids=["wsgi", "asgi"])
+def test_async_and_sync_resolvers_each_run_once_and_are_awaited(
+    project: ModuleType, asgi: bool, recwarn: pytest.WarningsRecorder
+) -> None:
+    import gc
+    from collections import Counter
+
+    calls: Counter[str] = Counter()
+
+    def from_header_sync(view: Any) -> str | None:
+        calls["sync"] += 1
+        return None
+
+    async def from_database(view: Any) -> str | None:
+        calls["async"] += 1
+        return "usr_from_db"
+
+    def never_needed(view: Any) -> str | None:
+        calls["after"] += 1
+        return "usr_fallback"
+
+    sink = MemorySink()
+    app = project.create_app(
+        asgi=asgi,
+        sink=sink,
+        identity_secret=IDENTITY_SECRET,
+        identify=[from_header_sync, from_database, never_needed],
+    )
+    for _ in range(3):
+        if asgi:
+
+            async def get() -> int:
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://testserver"
+                ) as http:
+                    return (await http.get("/v2/items/5", headers=ALICE)).status_code
+
+            assert anyio.run(get) == 200
+        else:
+            response = Client(app).get("/v2/items/5", headers=ALICE)
+            assert response.status_code == 200
+            response.close()
+    client = conf.client()
+    try:
+        assert client.flush(timeout=10)
+        assert [event.distinct_id for event in sink.named("api_request")] == ["usr_from_db"] * 3
+        gc.collect()
+        assert calls == {"sync": 3, "async": 3}
+        assert not [w for w in recwarn if "never awaited" in str(w.message)]
+        assert client.stats.snapshot()["internal_errors"] == 0
+    finally:
+        client.close(timeout=5)
