@@ -7,27 +7,22 @@ a client no app uses any more is released; at exit, live clients are flushed.
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import inspect
-import os
-import secrets
-import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from asgiref.sync import async_to_sync
 
+from apiusage import lifetime
+from apiusage.backends import default_sink, identity_secret
 from apiusage.builder import EventBuilder
 from apiusage.config import ConfigurationError, Settings, load_settings
 from apiusage.delivery import BackgroundDelivery, Delivery
 from apiusage.detect.auth import AuthDetector
 from apiusage.detect.routes import asgi_route_template
 from apiusage.detect.versions import VersionDetector
-from apiusage.health import Stats, logger
+from apiusage.health import Stats
 from apiusage.identity import (
     Identity,
     KeyedHasher,
@@ -52,17 +47,8 @@ from apiusage.record import (
 from apiusage.recording import IGNORED_REQUEST, NotMeasured, Recording, current, current_record
 from apiusage.request_view import RequestView, state_of
 from apiusage.sinks.base import Sink
-from apiusage.sinks.discard import DiscardSink
-from apiusage.sinks.posthog import PostHogSink
-from apiusage.sinks.store import LocalStoreSink
 
 __all__ = ["UsageClient"]
-
-#: Clients not closed yet, flushed by one exit hook; held weakly, so an app's client dies
-#: with the app.
-_live: weakref.WeakSet[UsageClient] = weakref.WeakSet()
-#: Threads delivering what released clients still held; joined at exit.
-_releasing: set[threading.Thread] = set()
 
 
 async def _await(pending: Awaitable[None]) -> None:
@@ -103,7 +89,9 @@ class UsageClient:
     ) -> None:
         self.settings = load_settings(settings, **overrides)
         self.stats = Stats()
-        self.sink: Sink = sink if sink is not None else self._default_sink(posthog_client)
+        self.sink: Sink = (
+            sink if sink is not None else default_sink(self.settings, posthog_client, self.stats)
+        )
         settings = self.settings
         self.auth_detector = AuthDetector(
             api_key_headers=settings.api_key_headers,
@@ -136,7 +124,7 @@ class UsageClient:
         fallbacks: list[Resolver] = []
         if settings.caller_header:
             fallbacks.append(from_header(settings.caller_header))
-        hasher = KeyedHasher(self._identity_secret(posthog_client))
+        hasher = KeyedHasher(identity_secret(self.settings, posthog_client))
         fallbacks.append(from_api_key(hasher, self.auth_detector))
         self.fallback_resolver = ResolverChain(fallbacks, on_error=resolver_failed)
         self.builder = EventBuilder(
@@ -177,70 +165,9 @@ class UsageClient:
         self._environ_keys = _environ_keys(settings)
         self._closed = False
         self._enabled = settings.enabled
-        # Runs when the client is garbage: what is queued is delivered in the background.
-        self._release = weakref.finalize(
-            self, _release, self.delivery, self.sink, self.stats, settings.shutdown_timeout
+        self._release = lifetime.watch(
+            self, self.delivery, self.sink, self.stats, settings.shutdown_timeout
         )
-        self._release.atexit = False  # at exit, _close_live_clients closes it in order
-        _live.add(self)
-
-    # ------------------------------------------------------------------ set-up
-    def _default_sink(self, posthog_client: Any) -> Sink:
-        settings = self.settings
-        if not settings.enabled:
-            return DiscardSink()
-        if posthog_client is not None:
-            if (
-                getattr(posthog_client, "disabled", False)
-                or getattr(posthog_client, "send", True) is False
-            ):
-                logger.info("apiusage: the posthog_client given is disabled; nothing is sent")
-                return DiscardSink()
-            try:
-                return PostHogSink.from_client(posthog_client, stats=self.stats)
-            except ValueError as exc:
-                raise ConfigurationError(f"posthog_client: {exc}") from None
-        if settings.uses_posthog:
-            assert settings.posthog_api_key is not None
-            logger.info("apiusage: sending events to PostHog at %s", settings.posthog_host)
-            return PostHogSink(
-                settings.posthog_api_key.get_secret_value(),
-                settings.posthog_host,
-                stats=self.stats,
-                timeout=settings.posthog_timeout,
-                max_attempts=settings.max_attempts,
-            )
-        path = settings.store.resolve()
-        try:
-            sink = LocalStoreSink(path)
-        except Exception as exc:
-            raise ConfigurationError(
-                f"store (APIUSAGE_STORE): cannot open the local store at {path}: {exc}"
-            ) from exc
-        logger.warning(
-            "apiusage: no POSTHOG_API_KEY set; events go to the local store at %s "
-            "(see them with: apiusage report --store %s)",
-            path,
-            path,
-        )
-        return sink
-
-    def _identity_secret(self, posthog_client: Any) -> bytes:
-        settings = self.settings
-        if not settings.enabled:
-            return secrets.token_bytes(32)  # nothing is recorded: keep no secret file either
-        if settings.identity_secret is not None:  # validated: at least 16 characters
-            return settings.identity_secret.get_secret_value().encode()
-        key = getattr(posthog_client, "api_key", None)
-        if not isinstance(key, str) and settings.posthog_api_key is not None:
-            key = settings.posthog_api_key.get_secret_value()
-        if key:
-            logger.warning(
-                "apiusage: APIUSAGE_IDENTITY_SECRET is not set; API-key identities are keyed "
-                "with a hash of the PostHog project key. Set a secret of your own."
-            )
-            return hashlib.sha256(b"apiusage identity v1\0" + key.encode()).digest()
-        return _local_secret(settings.store.resolve().parent / "identity_secret")
 
     # ------------------------------------------------------------- request path
     def is_excluded(self, path: str) -> bool:
@@ -425,63 +352,14 @@ class UsageClient:
             return
         self._closed = True
         self._release.detach()
-        _live.discard(self)
+        lifetime.forget(self)
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
-        _shut_down(self.delivery, self.sink, self.stats, timeout)
+        lifetime.shut_down(self.delivery, self.sink, self.stats, timeout)
 
     @property
     def closed(self) -> bool:
         """True once :meth:`close` ran: the client records nothing more."""
         return self._closed
-
-
-def _shut_down(delivery: Delivery, sink: Sink, stats: Stats, timeout: float) -> None:
-    """Deliver what is queued within ``timeout``, stop the worker, close the sink."""
-    deadline = time.monotonic() + timeout
-    with stats.guard("shutting down"):
-        shutdown_by = getattr(sink, "shutdown_by", None)
-        if shutdown_by is not None:  # no retry backoff may outlast the shutdown
-            shutdown_by(deadline)
-        delivery.close(timeout)
-        sink.close(max(0.0, deadline - time.monotonic()))
-    counts = stats.snapshot()
-    if counts["dropped"]:
-        logger.warning(
-            "apiusage: %d events were dropped in this process: %s", counts["dropped"], counts
-        )
-
-
-def _release(delivery: Delivery, sink: Sink, stats: Stats, timeout: float) -> None:
-    """A client became garbage: shut it down in a thread, so no caller waits for delivery."""
-    if delivery.idle:  # nothing to deliver: stopping is quick
-        _shut_down(delivery, sink, stats, timeout)
-        return
-    thread = threading.Thread(
-        target=_shut_down_releasing,
-        args=(delivery, sink, stats, timeout),
-        name="apiusage-release",
-        daemon=True,
-    )
-    _releasing.add(thread)
-    thread.start()
-
-
-def _shut_down_releasing(delivery: Delivery, sink: Sink, stats: Stats, timeout: float) -> None:
-    try:
-        _shut_down(delivery, sink, stats, timeout)
-    finally:
-        _releasing.discard(threading.current_thread())
-
-
-def _close_live_clients() -> None:
-    """At exit: flush every live client, then wait for the ones being released."""
-    for client in list(_live):
-        client.close()
-    for thread in list(_releasing):
-        thread.join()  # each is bounded by its client's shutdown timeout
-
-
-atexit.register(_close_live_clients)
 
 
 def _after_fork_hook(stats: Stats, builder: EventBuilder, sink: Sink) -> Callable[[], None]:
@@ -515,26 +393,3 @@ def _environ_keys(settings: Settings) -> tuple[str, ...]:
         names.add(settings.caller_header)
     keys = {name.upper().replace("-", "_") for name in names}
     return tuple(key if key == "CONTENT_TYPE" else "HTTP_" + key for key in sorted(keys))
-
-
-def _local_secret(path: Path) -> bytes:
-    """A random secret kept beside the local store, created once and shared by all workers."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        for _ in range(50):  # another process may be writing it right now
-            value = path.read_bytes().strip()
-            if len(value) >= 32:
-                return value
-            time.sleep(0.01)
-        raise ConfigurationError(f"identity secret file {path} is empty or too short") from None
-    except OSError as exc:
-        raise ConfigurationError(
-            f"identity_secret (APIUSAGE_IDENTITY_SECRET): not set, and no secret can be kept at "
-            f"{path} ({exc}); set APIUSAGE_IDENTITY_SECRET"
-        ) from None
-    value = secrets.token_hex(32).encode()
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(value)
-    return value

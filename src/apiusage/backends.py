@@ -1,0 +1,103 @@
+"""What a configuration means for delivery: which sink, and which identity secret."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from apiusage.config import ConfigurationError, Settings
+from apiusage.health import Stats, logger
+from apiusage.sinks.base import Sink
+from apiusage.sinks.discard import DiscardSink
+from apiusage.sinks.posthog import PostHogSink
+from apiusage.sinks.store import LocalStoreSink
+
+__all__ = ["default_sink", "identity_secret"]
+
+
+def default_sink(settings: Settings, posthog_client: Any, stats: Stats) -> Sink:
+    """The sink a configuration means: nothing (disabled), the PostHog client given,
+    PostHog (a key is set), else the local store."""
+    if not settings.enabled:
+        return DiscardSink()
+    if posthog_client is not None:
+        if (
+            getattr(posthog_client, "disabled", False)
+            or getattr(posthog_client, "send", True) is False
+        ):
+            logger.info("apiusage: the posthog_client given is disabled; nothing is sent")
+            return DiscardSink()
+        try:
+            return PostHogSink.from_client(posthog_client, stats=stats)
+        except ValueError as exc:
+            raise ConfigurationError(f"posthog_client: {exc}") from None
+    if settings.uses_posthog:
+        assert settings.posthog_api_key is not None
+        logger.info("apiusage: sending events to PostHog at %s", settings.posthog_host)
+        return PostHogSink(
+            settings.posthog_api_key.get_secret_value(),
+            settings.posthog_host,
+            stats=stats,
+            timeout=settings.posthog_timeout,
+            max_attempts=settings.max_attempts,
+        )
+    path = settings.store.resolve()
+    try:
+        sink = LocalStoreSink(path)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"store (APIUSAGE_STORE): cannot open the local store at {path}: {exc}"
+        ) from exc
+    logger.warning(
+        "apiusage: no POSTHOG_API_KEY set; events go to the local store at %s "
+        "(see them with: apiusage report --store %s)",
+        path,
+        path,
+    )
+    return sink
+
+
+def identity_secret(settings: Settings, posthog_client: Any) -> bytes:
+    """The key of API-key identities: the setting, else derived from the PostHog key,
+    else a random secret kept beside the local store."""
+    if not settings.enabled:
+        return secrets.token_bytes(32)  # nothing is recorded: keep no secret file either
+    if settings.identity_secret is not None:  # validated: at least 16 characters
+        return settings.identity_secret.get_secret_value().encode()
+    key = getattr(posthog_client, "api_key", None)
+    if not isinstance(key, str) and settings.posthog_api_key is not None:
+        key = settings.posthog_api_key.get_secret_value()
+    if key:
+        logger.warning(
+            "apiusage: APIUSAGE_IDENTITY_SECRET is not set; API-key identities are keyed "
+            "with a hash of the PostHog project key. Set a secret of your own."
+        )
+        return hashlib.sha256(b"apiusage identity v1\0" + key.encode()).digest()
+    return _local_secret(settings.store.resolve().parent / "identity_secret")
+
+
+def _local_secret(path: Path) -> bytes:
+    """A random secret kept beside the local store, created once and shared by all workers."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another process may be writing it right now
+            value = path.read_bytes().strip()
+            if len(value) >= 32:
+                return value
+            time.sleep(0.01)
+        raise ConfigurationError(f"identity secret file {path} is empty or too short") from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"identity_secret (APIUSAGE_IDENTITY_SECRET): not set, and no secret can be kept at "
+            f"{path} ({exc}); set APIUSAGE_IDENTITY_SECRET"
+        ) from None
+    value = secrets.token_hex(32).encode()
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(value)
+    return value

@@ -1,0 +1,97 @@
+"""How long a client lives: until its last app is dropped, or the process exits.
+
+Nothing the worker thread holds refers back to the client, so a client no app uses any
+more becomes garbage; then what it still holds is delivered in a background thread and
+its sink is closed. At exit, one hook flushes every live client within its shutdown
+timeout and waits for the ones being released.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from apiusage.delivery import Delivery
+from apiusage.health import Stats, logger
+from apiusage.sinks.base import Sink
+
+if TYPE_CHECKING:
+    from apiusage.client import UsageClient
+
+__all__ = ["forget", "shut_down", "watch"]
+
+#: Clients not closed yet, flushed by one exit hook; held weakly, so an app's client dies
+#: with the app.
+_live: weakref.WeakSet[UsageClient] = weakref.WeakSet()
+#: Threads delivering what released clients still held; joined at exit.
+_releasing: set[threading.Thread] = set()
+
+
+def watch(
+    client: UsageClient, delivery: Delivery, sink: Sink, stats: Stats, timeout: float
+) -> weakref.finalize[Any, Any]:
+    """Release ``client``'s delivery and sink when it becomes garbage; flush it at exit.
+
+    Returns the finalizer: ``detach()`` it when the client is closed by hand.
+    """
+    release = weakref.finalize(client, _release, delivery, sink, stats, timeout)
+    release.atexit = False  # at exit, _close_live_clients closes it in order
+    _live.add(client)
+    return release
+
+
+def forget(client: UsageClient) -> None:
+    """``client`` was closed: the exit hook has nothing more to do for it."""
+    _live.discard(client)
+
+
+def shut_down(delivery: Delivery, sink: Sink, stats: Stats, timeout: float) -> None:
+    """Deliver what is queued within ``timeout``, stop the worker, close the sink."""
+    deadline = time.monotonic() + timeout
+    with stats.guard("shutting down"):
+        shutdown_by = getattr(sink, "shutdown_by", None)
+        if shutdown_by is not None:  # no retry backoff may outlast the shutdown
+            shutdown_by(deadline)
+        delivery.close(timeout)
+        sink.close(max(0.0, deadline - time.monotonic()))
+    counts = stats.snapshot()
+    if counts["dropped"]:
+        logger.warning(
+            "apiusage: %d events were dropped in this process: %s", counts["dropped"], counts
+        )
+
+
+def _release(delivery: Delivery, sink: Sink, stats: Stats, timeout: float) -> None:
+    """A client became garbage: shut it down in a thread, so no caller waits for delivery."""
+    if delivery.idle:  # nothing to deliver: stopping is quick
+        shut_down(delivery, sink, stats, timeout)
+        return
+    thread = threading.Thread(
+        target=_shut_down_releasing,
+        args=(delivery, sink, stats, timeout),
+        name="apiusage-release",
+        daemon=True,
+    )
+    _releasing.add(thread)
+    thread.start()
+
+
+def _shut_down_releasing(delivery: Delivery, sink: Sink, stats: Stats, timeout: float) -> None:
+    try:
+        shut_down(delivery, sink, stats, timeout)
+    finally:
+        _releasing.discard(threading.current_thread())
+
+
+def _close_live_clients() -> None:
+    """At exit: flush every live client, then wait for the ones being released."""
+    for client in list(_live):
+        client.close()
+    for thread in list(_releasing):
+        thread.join()  # each is bounded by its client's shutdown timeout
+
+
+atexit.register(_close_live_clients)
