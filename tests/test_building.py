@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ from werkzeug.test import Client
 import apiusage
 from tests.conftest import MakeClient
 from tests.support.apps import plain_wsgi_app
+from tests.support.hostile import HostileRequest, hostile_requests
 
 
 class _BrokenVersionDetector:
@@ -66,3 +69,139 @@ def test_a_journey_event_survives_its_request_failing_to_build(
     assert widget.properties["size"] == 3
     assert widget.properties["request_id"] == request.uuid
     assert client.stats.snapshot()["dropped"] == 0
+
+
+# ---------------------------------------------------------------- hostile requests
+HOSTILE_COUNT = 600
+#: The longest string property value apiusage sends (user-supplied values are cut and
+#: marked; detected values are short by construction).
+MAX_STRING_PROPERTY = 1024
+
+
+async def _echo_asgi(scope: Any, receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _echo_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+def _asgi_scope(request: HostileRequest) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": "http",
+        "path": request.path,
+        "raw_path": request.path.encode("utf-8", "surrogateescape"),
+        "root_path": "",
+        "query_string": request.query,
+        "headers": request.headers,
+        "client": ("203.0.113.9", 50000),
+        "server": ("testserver", 80),
+    }
+
+
+def _wsgi_environ(request: HostileRequest) -> dict[str, Any]:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": request.path.encode("utf-8", "surrogateescape").decode("latin-1"),
+        "QUERY_STRING": request.query.decode("latin-1"),
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "203.0.113.9",
+        "wsgi.input": io.BytesIO(request.body),
+        "wsgi.url_scheme": "http",
+    }
+    for name, value in request.headers:
+        key = name.decode("latin-1").upper().replace("-", "_")
+        key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+        environ[key] = value.decode("latin-1")
+    return environ
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, (list, tuple)):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+def _assert_total_and_bounded(client: apiusage.UsageClient, sink: Any, count: int) -> None:
+    assert client.flush(30)
+    stats = client.stats.snapshot()
+    assert stats["requests_recorded"] == count
+    assert (stats["internal_errors"], stats["resolver_errors"], stats["dropped"]) == (0, 0, 0)
+    events = sink.named("api_request")
+    assert len(events) == count  # every hostile request came out as an event
+    for event in events:
+        longest = max(map(len, _strings(event.properties)))
+        assert longest <= MAX_STRING_PROPERTY, (event.properties, longest)
+        assert len(event.distinct_id) <= 200
+        for text in _strings(event.properties):  # encodable as PostHog's JSON requires
+            text.encode("utf-8")
+
+
+def test_every_hostile_asgi_request_comes_out_as_a_bounded_event(
+    make_client: MakeClient,
+) -> None:
+    client, sink = make_client(caller_header="x-caller")
+    app = apiusage.ASGIMiddleware(_echo_asgi, client=client)
+
+    async def drive() -> None:
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        for request in hostile_requests(HOSTILE_COUNT):
+            messages = [{"type": "http.request", "body": request.body, "more_body": False}]
+
+            async def receive(messages: list[dict[str, Any]] = messages) -> dict[str, Any]:
+                return messages.pop() if messages else {"type": "http.disconnect"}
+
+            await app(_asgi_scope(request), receive, send)
+
+    asyncio.run(drive())
+    _assert_total_and_bounded(client, sink, HOSTILE_COUNT)
+
+
+def test_every_hostile_wsgi_request_comes_out_as_a_bounded_event(
+    make_client: MakeClient,
+) -> None:
+    client, sink = make_client(caller_header="x-caller")
+    app = apiusage.WSGIMiddleware(_echo_wsgi, client=client)
+    for request in hostile_requests(HOSTILE_COUNT, seed=7):
+        response = app(_wsgi_environ(request), lambda status, headers, exc_info=None: None)
+        b"".join(response)
+        response.close()  # type: ignore[attr-defined]
+    _assert_total_and_bounded(client, sink, HOSTILE_COUNT)
+
+
+def test_user_supplied_properties_are_cut_and_marked(make_client: MakeClient) -> None:
+    client, sink = make_client()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        apiusage.identify("user-1", bio="x" * 100_000, organisation="o" * 5000)
+        apiusage.track("upload", {"name": "n" * 5000, "nested": {"blob": "b" * 100_000}})
+        start_response("200 OK", [])
+        return [b""]
+
+    with Client(apiusage.WSGIMiddleware(app, client=client)).get("/v1/upload"):
+        pass
+    assert client.flush(10)
+    [upload] = sink.named("upload")
+    assert len(upload.properties["name"]) <= MAX_STRING_PROPERTY
+    assert upload.properties["name"].endswith("…[truncated]")
+    assert upload.properties["nested"] == "…[truncated: 100011 bytes of JSON]"
+    assert len(upload.groups["organisation"]) <= 200

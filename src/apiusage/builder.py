@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,13 @@ _SEEN_LIMIT = 100_000
 #: Combinations of shared request properties kept (a few per route and caller kind).
 _SHARED_LIMIT = 4096
 _MAX_PROPERTY_KEYS = 100
+#: Bounds of user-supplied properties (``track()``, ``identify()``), documented in the
+#: schema: a string is cut to this many characters, ending with TRUNCATED ...
+MAX_STRING_LENGTH = 1024
+TRUNCATED = "…[truncated]"
+#: ... a list or mapping whose JSON is larger is replaced by a marker, and keys are cut.
+MAX_STRUCTURE_BYTES = 8 * 1024
+MAX_KEY_LENGTH = 200
 
 
 @dataclass(slots=True)
@@ -64,17 +72,33 @@ _SHARED_KEY_NAMES = (
 )
 
 
+def _bounded(value: Any) -> Any:
+    """One user-supplied value, JSON-safe and bounded: long strings are cut and end with
+    :data:`TRUNCATED`; a structure over :data:`MAX_STRUCTURE_BYTES` of JSON is replaced
+    by a marker saying how large it was."""
+    if isinstance(value, str):
+        if len(value) <= MAX_STRING_LENGTH:
+            return value
+        return value[: MAX_STRING_LENGTH - len(TRUNCATED)] + TRUNCATED
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else _bounded(str(value))
+    try:
+        encoded = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # integers beyond 64 bits, surrogates
+        encoded = json.dumps(value, default=str).encode("utf-8", "replace")
+    if len(encoded) > MAX_STRUCTURE_BYTES:
+        return f"{TRUNCATED[:-1]}: {len(encoded)} bytes of JSON]"
+    return orjson.loads(encoded)
+
+
 def _clean_properties(properties: Mapping[str, Any]) -> dict[str, Any]:
-    """User-supplied properties, made JSON-safe and bounded in size."""
-    cleaned: dict[str, Any] = {}
-    for key, value in list(properties.items())[:_MAX_PROPERTY_KEYS]:
-        if value is None or isinstance(value, (str, int, float, bool)):
-            cleaned[str(key)] = value
-        else:
-            cleaned[str(key)] = orjson.loads(
-                orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
-            )
-    return cleaned
+    """User-supplied properties, made JSON-safe and bounded in size (see :func:`_bounded`)."""
+    return {
+        str(key)[:MAX_KEY_LENGTH]: _bounded(value)
+        for key, value in list(properties.items())[:_MAX_PROPERTY_KEYS]
+    }
 
 
 class EventBuilder:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from apiusage.caller import Identity
+from apiusage.caller import MAX_ID_LENGTH, Identity
 from apiusage.health import Stats
 from apiusage.record import JourneyEvent
 from apiusage.recording import IGNORED_REQUEST, annotate, current, current_record
@@ -66,8 +66,8 @@ def track(
         event,
         dict(merged),
         time.time(),
-        str(distinct_id) if distinct_id is not None and distinct_id != "" else None,
-        str(organisation) if organisation is not None else None,
+        str(distinct_id)[:MAX_ID_LENGTH] if distinct_id is not None and distinct_id != "" else None,
+        str(organisation)[:MAX_ID_LENGTH] if organisation is not None else None,
     )
     if record is not None:
         record.add_journey_event(journey_event)
@@ -107,8 +107,8 @@ def identify(
         _rejected(_default_client(), "apiusage.identify()", "distinct_id must be a non-empty id")
         return
     identity = Identity(
-        str(distinct_id),
-        organisation=str(organisation) if organisation is not None else None,
+        str(distinct_id)[:MAX_ID_LENGTH],
+        organisation=str(organisation)[:MAX_ID_LENGTH] if organisation is not None else None,
         person_properties=dict(person_properties),
         organisation_properties=dict(organisation_properties or {}),
     )

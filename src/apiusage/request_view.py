@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 from werkzeug.datastructures import EnvironHeaders, Headers, MultiDict
 from werkzeug.sansio.http import parse_cookie
@@ -142,6 +142,31 @@ class RequestView:
             query = self._query = MultiDict(parse_qsl(text, keep_blank_values=True))
         return query
 
+    def query_value(self, name: str) -> str | None:
+        """The first value of one query parameter (percent-decoded), or None.
+
+        Found by a scan of the raw query string for ``name=``, not by parsing every field:
+        a hostile query string carries thousands of them. The name is matched as written.
+        """
+        if self._query is not None:
+            return self._query.get(name)
+        raw = self._record.query_string
+        if not raw:
+            return None
+        text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+        value = _field(text, name, "&")
+        return None if value is None else unquote_plus(value, errors="replace")
+
+    def cookie_value(self, name: str) -> str | None:
+        """One cookie's value, or None; a scan of the header rather than parsing it all."""
+        if self._cookies is not None:
+            return self._cookies.get(name)
+        header = self.header("cookie")
+        if not header:
+            return None
+        value = _field(header, name, ";")
+        return None if value is None else value.strip().strip('"')
+
     @property
     def cookies(self) -> dict[str, str]:
         cookies = self._cookies
@@ -167,6 +192,25 @@ class RequestView:
 
     def __repr__(self) -> str:
         return f"<RequestView {self.method} {self.route or '(no route)'}>"
+
+
+def _field(text: str, name: str, separator: str) -> str | None:
+    """The value of the first ``name=value`` field of ``text`` (fields split by
+    ``separator``, spaces allowed before a name), found with ``str.find``: linear, and
+    fast on the hostile strings of thousands of fields."""
+    key = name + "="
+    start = 0
+    while True:
+        at = text.find(key, start)
+        if at < 0:
+            return None
+        before = at - 1
+        while before >= 0 and text[before] == " ":
+            before -= 1
+        if before < 0 or text[before] == separator:
+            end = text.find(separator, at + len(key))
+            return text[at + len(key) : end if end >= 0 else len(text)]
+        start = at + 1
 
 
 def _utf8_text(header: str) -> str:

@@ -90,20 +90,18 @@ class AuthDetector:
             if header_value:
                 return API_KEY, "header", header_value.strip()
         if view.has_query:
-            query = view.query
             for name in self.api_key_query_params:
-                query_value = query.get(name)
+                query_value = view.query_value(name)
                 if query_value:
                     return API_KEY, "query", query_value
             for name in self.token_query_params:
-                query_value = query.get(name)
+                query_value = view.query_value(name)
                 if query_value:
                     method = JWT if looks_like_jwt(query_value) else BEARER
                     return method, "query", query_value
         if view.header("cookie"):
-            cookies = view.cookies
             for name in self.session_cookies:
-                if cookies.get(name):
+                if view.cookie_value(name):
                     return SESSION, "cookie", None
         return NONE, None, None
 

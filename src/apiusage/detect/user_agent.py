@@ -13,7 +13,7 @@ from functools import lru_cache
 
 __all__ = ["parse_client_library"]
 
-_PRODUCT = re.compile(r"([A-Za-z][A-Za-z0-9._+-]{0,63})/v?(\d+)(?:\.(\d+))?")
+_PRODUCT = re.compile(r"([A-Za-z][A-Za-z0-9._+-]{0,63})/v?(\d{1,9})(?:\.(\d{1,9}))?")
 # Tokens that name a runtime or platform rather than the library that made the call.
 _PLATFORM_TOKENS = frozenset({"python", "cpython", "pypy", "mozilla", "node", "linux", "darwin"})
 _BROWSER_MARKERS = ("Gecko/", "AppleWebKit/", "Trident/", "Chrome/", "Safari/")

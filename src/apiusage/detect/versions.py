@@ -25,8 +25,10 @@ _PATH_VERSION = re.compile(r"/(v\d+(?:\.\d+){0,2}|\d{4}-\d{2}-\d{2})(?=/|$)", re
 # Bounded: a caller-supplied "version" of hundreds of digits is junk, not a version.
 _NUMERIC = re.compile(r"v?(\d{1,8}(?:\.\d{1,8}){0,2})", re.IGNORECASE)
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+# Bounded repetition: an unbounded lazy run, tried at each of the thousands of
+# "application/vnd." a hostile Accept header can repeat, scans quadratically.
 _VENDOR_MEDIA = re.compile(
-    r"application/vnd\.[\w.-]+?[.-]v(\d+(?:\.\d+){0,2})(?:\+\w+)?", re.IGNORECASE
+    r"application/vnd\.[\w.-]{0,100}?[.-]v(\d{1,8}(?:\.\d{1,8}){0,2})(?:\+\w+)?", re.IGNORECASE
 )
 _MEDIA_PARAM = re.compile(r";\s*(?:version|v)\s*=\s*\"?([\w.-]+)\"?", re.IGNORECASE)
 _MAX_PATH_SEGMENTS = 4
@@ -110,9 +112,8 @@ class VersionDetector:
     def _from_query(self, view: RequestView, route: str | None) -> VersionResult | None:
         if not view.has_query:
             return None
-        query = view.query
         for name in self.query_params:
-            value = query.get(name)
+            value = view.query_value(name)
             if value is not None:
                 return VersionResult(normalise_version(value), "query:" + name)
         return None
