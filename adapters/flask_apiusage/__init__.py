@@ -64,6 +64,10 @@ def _without_cycle(app: Flask) -> Any:
     return call_app
 
 
+def _record_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
+    annotate(exception=exception)
+
+
 class ApiUsage:
     """The apiusage Flask extension."""
 
@@ -76,10 +80,9 @@ class ApiUsage:
         posthog_client: Any = None,
         **settings: Any,
     ) -> None:
-        if identify is None:
-            self._resolvers: list[Resolver] = []
-        else:
-            self._resolvers = [identify] if callable(identify) else list(identify)
+        self._resolvers: list[Resolver] = (
+            [] if identify is None else [identify] if callable(identify) else list(identify)
+        )
         self._sink = sink
         self._posthog_client = posthog_client
         self._settings = settings
@@ -116,9 +119,6 @@ class ApiUsage:
             _without_cycle(app), client=client
         )
 
-        def record_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
-            annotate(exception=exception)
-
         reading_guard = client.stats.guard("reading the Flask request")
 
         def finish_in_request_context(exc: BaseException | None) -> None:
@@ -136,5 +136,5 @@ class ApiUsage:
                 )
                 client.resolve_current()
 
-        got_request_exception.connect(record_exception, app, weak=False)
+        got_request_exception.connect(_record_exception, app)
         app.teardown_request(finish_in_request_context)
