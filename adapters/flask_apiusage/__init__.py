@@ -38,18 +38,12 @@ apiusage never runs the user loader, so it adds no database query to any request
 
 
 def _without_cycle(app: Flask) -> Any:
-    """``app.wsgi_app``, holding ``app`` weakly when it is Flask's own method.
-
-    The middleware is stored on the app; holding the app's bound method would make a
-    cycle, and a dropped app would wait for the garbage collector instead of being freed
-    at once. Something that keeps ``app.wsgi_app`` must keep the app too.
-    """
-    wsgi_app = app.wsgi_app
-    function = getattr(wsgi_app, "__func__", None)
-    if function is None or getattr(wsgi_app, "__self__", None) is not app:
+    """``app.wsgi_app``, holding ``app`` weakly when it is Flask's own method: stored on
+    the app, the bound method would make a cycle, and a dropped app would wait for the
+    garbage collector instead of being freed at once."""
+    wsgi_app, app_ref, name = app.wsgi_app, weakref.ref(app), app.name
+    if getattr(wsgi_app, "__self__", None) is not app:
         return wsgi_app  # already wrapped by other middleware: nothing refers back
-    app_ref = weakref.ref(app)
-    name = app.name
 
     def call_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         live = app_ref()
@@ -58,8 +52,7 @@ def _without_cycle(app: Flask) -> Any:
                 f"the Flask app {name!r} behind this apiusage middleware no longer exists: "
                 "keep a reference to the app itself, not only to app.wsgi_app"
             )
-        result: Iterable[bytes] = function(live, environ, start_response)
-        return result
+        return type(live).wsgi_app(live, environ, start_response)
 
     return call_app
 
