@@ -13,8 +13,10 @@ Under valgrind the process runs about 50 times slower, so time-based flushes (ap
 ``flush_interval``, the posthog SDK's) would send batches far smaller than the same
 traffic does natively, where a busy process fills every batch by size (100 events): the
 cost per request would then depend on how busy the machine is (measured: +151k to +332k
-instructions for the same code). ``--flush-interval-scale`` (default 100) slows both
-down alike, so batches fill by size here too.
+instructions for the same code). For the same reason Python's 5 ms GIL switch interval
+would hand the GIL between the worker and the request thread about 50 times more often
+per request than natively. ``--time-scale`` (default 100) slows all of these alike, so
+batches fill by size and threads switch about as often per request as they do natively.
 
 What instructions miss: cache misses, system calls and the price of handing the GIL from
 one thread to another, all of which CPU time includes. Read both.
@@ -86,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", type=int, default=100, help="timed requests, first run")
     parser.add_argument("--large", type=int, default=400, help="timed requests, second run")
     parser.add_argument(
-        "--flush-interval-scale",
+        "--time-scale",
         type=float,
         default=100.0,
-        help="slow time-based flushes down by this factor, as valgrind slows the process "
-        "(batches then fill by size, as they do natively under load); 1 to keep them",
+        help="slow time-based flushes and the GIL switch interval down by this factor, as "
+        "valgrind slows the process (batches then fill by size and threads switch as "
+        "often per request as natively); 1 to keep them",
     )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                     requests=requests,
                     warmup=50,
                     capture_url=endpoint.url,
-                    flush_interval_scale=args.flush_interval_scale,
+                    time_scale=args.time_scale,
                 )
                 for framework in frameworks
                 for variant in variants
