@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.hostile import HostileRequest, hostile_requests
+from tests.support.hostile import HostileRequest, asgi_scope, hostile_requests, wsgi_environ
 
 import apiusage
 from apiusage.sinks.memory import MemorySink
@@ -39,40 +38,6 @@ async def _asgi_app(scope: Any, receive: Any, send: Any) -> None:
 def _wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
-
-
-def _scope(request: HostileRequest) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": request.method,
-        "scheme": "http",
-        "path": request.path,
-        "root_path": "",
-        "query_string": request.query,
-        "headers": request.headers,
-        "client": ("203.0.113.9", 50000),
-        "server": ("testserver", 80),
-    }
-
-
-def _environ(request: HostileRequest) -> dict[str, Any]:
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": request.method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": request.path.encode("utf-8", "surrogateescape").decode("latin-1"),
-        "QUERY_STRING": request.query.decode("latin-1"),
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "wsgi.input": io.BytesIO(request.body),
-        "wsgi.url_scheme": "http",
-    }
-    for name, value in request.headers:
-        key = name.decode("latin-1").upper().replace("-", "_")
-        key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
-        environ[key] = value.decode("latin-1")
-    return environ
 
 
 def _timed_builds(client: apiusage.UsageClient) -> list[float]:
@@ -109,7 +74,7 @@ async def _asgi_run(requests: list[HostileRequest], app: Any) -> list[float]:
             return messages.pop() if messages else {"type": "http.disconnect"}
 
         started = time.perf_counter()
-        await app(_scope(request), receive, send)
+        await app(asgi_scope(request), receive, send)
         durations.append(time.perf_counter() - started)
     return durations
 
@@ -117,7 +82,7 @@ async def _asgi_run(requests: list[HostileRequest], app: Any) -> list[float]:
 def _wsgi_run(requests: list[HostileRequest], app: Any) -> list[float]:
     durations = []
     for request in requests:
-        environ = _environ(request)
+        environ = wsgi_environ(request)
         started = time.perf_counter()
         response = app(environ, lambda *args: None)
         b"".join(response)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from werkzeug.test import Client
 import apiusage
 from tests.conftest import MakeClient
 from tests.support.apps import plain_wsgi_app
-from tests.support.hostile import HostileRequest, hostile_requests
+from tests.support.hostile import asgi_scope, hostile_requests, wsgi_environ
 
 
 class _BrokenVersionDetector:
@@ -92,43 +91,6 @@ def _echo_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"ok"]
 
 
-def _asgi_scope(request: HostileRequest) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": request.method,
-        "scheme": "http",
-        "path": request.path,
-        "raw_path": request.path.encode("utf-8", "surrogateescape"),
-        "root_path": "",
-        "query_string": request.query,
-        "headers": request.headers,
-        "client": ("203.0.113.9", 50000),
-        "server": ("testserver", 80),
-    }
-
-
-def _wsgi_environ(request: HostileRequest) -> dict[str, Any]:
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": request.method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": request.path.encode("utf-8", "surrogateescape").decode("latin-1"),
-        "QUERY_STRING": request.query.decode("latin-1"),
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "203.0.113.9",
-        "wsgi.input": io.BytesIO(request.body),
-        "wsgi.url_scheme": "http",
-    }
-    for name, value in request.headers:
-        key = name.decode("latin-1").upper().replace("-", "_")
-        key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
-        environ[key] = value.decode("latin-1")
-    return environ
-
-
 def _strings(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -170,7 +132,7 @@ def test_every_hostile_asgi_request_comes_out_as_a_bounded_event(
             async def receive(messages: list[dict[str, Any]] = messages) -> dict[str, Any]:
                 return messages.pop() if messages else {"type": "http.disconnect"}
 
-            await app(_asgi_scope(request), receive, send)
+            await app(asgi_scope(request), receive, send)
 
     asyncio.run(drive())
     _assert_total_and_bounded(client, sink, HOSTILE_COUNT)
@@ -182,7 +144,7 @@ def test_every_hostile_wsgi_request_comes_out_as_a_bounded_event(
     client, sink = make_client(caller_header="x-caller")
     app = apiusage.WSGIMiddleware(_echo_wsgi, client=client)
     for request in hostile_requests(HOSTILE_COUNT, seed=7):
-        response = app(_wsgi_environ(request), lambda status, headers, exc_info=None: None)
+        response = app(wsgi_environ(request), lambda status, headers, exc_info=None: None)
         b"".join(response)
         response.close()  # type: ignore[attr-defined]
     _assert_total_and_bounded(client, sink, HOSTILE_COUNT)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json as jsonlib
 import sys
+from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -253,3 +254,23 @@ DRIVERS: dict[str, Callable[[], Driver]] = {
 
 def make_driver(name: str) -> Driver:
     return DRIVERS[name]()
+
+
+def counting_resolvers() -> tuple[Counter[str], list[Any]]:
+    """A sync resolver that finds nothing, an async one that finds ``usr_from_db``, and one
+    that must never be asked; with the count of calls to each."""
+    calls: Counter[str] = Counter()
+
+    def from_header_sync(view: Any) -> str | None:
+        calls["sync"] += 1
+        return None
+
+    async def from_database(view: Any) -> str | None:
+        calls["async"] += 1
+        return "usr_from_db"
+
+    def never_needed(view: Any) -> str | None:
+        calls["after"] += 1
+        return "usr_fallback"
+
+    return calls, [from_header_sync, from_database, never_needed]

@@ -31,6 +31,7 @@ from tests.adapters.drivers import (
     IDENTITY_SECRET,
     USER_AGENT,
     DjangoDriver,
+    counting_resolvers,
     load_example,
     make_driver,
 )
@@ -306,28 +307,15 @@ def test_async_and_sync_resolvers_each_run_once_and_are_awaited(
     project: ModuleType, asgi: bool, recwarn: pytest.WarningsRecorder
 ) -> None:
     import gc
-    from collections import Counter
 
-    calls: Counter[str] = Counter()
-
-    def from_header_sync(view: Any) -> str | None:
-        calls["sync"] += 1
-        return None
-
-    async def from_database(view: Any) -> str | None:
-        calls["async"] += 1
-        return "usr_from_db"
-
-    def never_needed(view: Any) -> str | None:
-        calls["after"] += 1
-        return "usr_fallback"
+    calls, resolvers = counting_resolvers()
 
     sink = MemorySink()
     app = project.create_app(
         asgi=asgi,
         sink=sink,
         identity_secret=IDENTITY_SECRET,
-        identify=[from_header_sync, from_database, never_needed],
+        identify=resolvers,
     )
     for _ in range(3):
         if asgi:

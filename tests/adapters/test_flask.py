@@ -19,7 +19,7 @@ from werkzeug.test import Client
 from apiusage import Event, UsageClient
 from apiusage.sinks.memory import MemorySink
 from flask_apiusage import ApiUsage
-from tests.adapters.drivers import IDENTITY_SECRET, load_example
+from tests.adapters.drivers import IDENTITY_SECRET, counting_resolvers, load_example
 
 ALICE = {"x-api-key": "key-alice"}
 BOB = {"x-api-key": "key-bob"}
@@ -194,26 +194,14 @@ def test_async_and_sync_resolvers_each_run_once_and_are_awaited(
 ) -> None:
     import gc
 
-    calls: Counter[str] = Counter()
-
-    def from_header_sync(view: Any) -> str | None:
-        calls["sync"] += 1
-        return None
-
-    async def from_database(view: Any) -> str | None:
-        calls["async"] += 1
-        return "usr_from_db"
-
-    def never_needed(view: Any) -> str | None:
-        calls["after"] += 1
-        return "usr_fallback"
+    calls, resolvers = counting_resolvers()
 
     sink = MemorySink()
     app = Flask(__name__)
     app.get("/v1/ping")(lambda: jsonify(ok=True))
     ApiUsage(
         app,
-        identify=[from_header_sync, from_database, never_needed],
+        identify=resolvers,
         sink=sink,
         identity_secret=IDENTITY_SECRET,
     )

@@ -9,10 +9,12 @@ Seeded, so a failure can be replayed.
 from __future__ import annotations
 
 import base64
+import io
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["HostileRequest", "hostile_requests"]
+__all__ = ["HostileRequest", "asgi_scope", "hostile_requests", "wsgi_environ"]
 
 #: About what servers accept in one header line (h11 and gunicorn: 8-16 KiB).
 _LONG = 8000
@@ -124,3 +126,42 @@ def hostile_requests(count: int, seed: int = 2026) -> list[HostileRequest]:
         )
         for _ in range(count)
     ]
+
+
+def asgi_scope(request: HostileRequest) -> dict[str, Any]:
+    """The ASGI scope a server would hand over for ``request``."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": "http",
+        "path": request.path,
+        "raw_path": request.path.encode("utf-8", "surrogateescape"),
+        "root_path": "",
+        "query_string": request.query,
+        "headers": request.headers,
+        "client": ("203.0.113.9", 50000),
+        "server": ("testserver", 80),
+    }
+
+
+def wsgi_environ(request: HostileRequest) -> dict[str, Any]:
+    """The WSGI environ a server would hand over for ``request`` (bytes as latin-1)."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": request.path.encode("utf-8", "surrogateescape").decode("latin-1"),
+        "QUERY_STRING": request.query.decode("latin-1"),
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "203.0.113.9",
+        "wsgi.input": io.BytesIO(request.body),
+        "wsgi.url_scheme": "http",
+    }
+    for name, value in request.headers:
+        key = name.decode("latin-1").upper().replace("-", "_")
+        key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+        environ[key] = value.decode("latin-1")
+    return environ

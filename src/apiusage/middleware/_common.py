@@ -1,33 +1,15 @@
-"""What the ASGI and WSGI middleware share: client set-up, blocking calls off the loop."""
+"""What the ASGI middleware needs beside the request: blocking calls off the loop."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from apiusage.client import UsageClient
-from apiusage.identity import Resolver
-from apiusage.registry import use_client
-from apiusage.sinks.base import Sink
-
-__all__ = ["make_client", "run_in_thread"]
+__all__ = ["run_in_thread"]
 
 _T = TypeVar("_T")
-
-
-def make_client(
-    client: UsageClient | None,
-    identify: Resolver | Sequence[Resolver] | None,
-    sink: Sink | None,
-    posthog_client: Any,
-    settings: dict[str, Any],
-) -> UsageClient:
-    """The middleware's client: see :func:`apiusage.use_client`."""
-    return use_client(
-        client, identify=identify, sink=sink, posthog_client=posthog_client, **settings
-    )
 
 
 async def run_in_thread(function: Callable[[], _T]) -> _T:

@@ -23,7 +23,8 @@ from asgiref.typing import (
 
 from apiusage.client import UsageClient
 from apiusage.identity import Resolver
-from apiusage.middleware._common import make_client, run_in_thread
+from apiusage.middleware._common import run_in_thread
+from apiusage.registry import use_client
 from apiusage.sinks.base import Sink
 
 __all__ = ["ASGIMiddleware", "as_asgi3"]
@@ -81,7 +82,9 @@ class ASGIMiddleware:
         **settings: Any,
     ) -> None:
         self.app = as_asgi3(app)
-        self.client = make_client(client, identify, sink, posthog_client, settings)
+        self.client = use_client(
+            client, identify=identify, sink=sink, posthog_client=posthog_client, **settings
+        )
         #: Named in events when the settings do not name it (framework adapters set it).
         self.framework = self.client.settings.framework
         self._finishing_guard = self.client.stats.guard("finishing a request")

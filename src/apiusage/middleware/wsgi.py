@@ -14,9 +14,9 @@ from typing import Any
 
 from apiusage.client import UsageClient
 from apiusage.identity import Resolver
-from apiusage.middleware._common import make_client
 from apiusage.record import RequestRecord, exception_name
 from apiusage.recording import IGNORED_REQUEST, Recording, current
+from apiusage.registry import use_client
 from apiusage.sinks.base import Sink
 
 __all__ = ["WSGIMiddleware"]
@@ -44,7 +44,9 @@ class WSGIMiddleware:
         **settings: Any,
     ) -> None:
         self.app = app
-        self.client = make_client(client, identify, sink, posthog_client, settings)
+        self.client = use_client(
+            client, identify=identify, sink=sink, posthog_client=posthog_client, **settings
+        )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
