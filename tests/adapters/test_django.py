@@ -92,6 +92,19 @@ def test_a_bad_value_is_reported_as_an_error_with_a_hint(
             call_command("check")
 
 
+def test_serving_with_a_bad_value_fails_at_start_up_naming_it(project: ModuleType) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_apiusage.asgi import get_asgi_application
+    from django_apiusage.middleware import ApiUsageMiddleware
+
+    with override_settings(APIUSAGE={"SAMPLE_RATE": 5}):
+        with pytest.raises(ImproperlyConfigured, match=r"sample_rate \(APIUSAGE_SAMPLE_RATE\)"):
+            get_asgi_application()
+        with pytest.raises(ImproperlyConfigured, match=r"sample_rate \(APIUSAGE_SAMPLE_RATE\)"):
+            ApiUsageMiddleware(lambda request: None)
+
+
 def test_a_missing_or_misplaced_middleware_is_a_warning(project: ModuleType) -> None:
     others = [name for name in settings.MIDDLEWARE if name != MIDDLEWARE]
     with override_settings(MIDDLEWARE=others):
