@@ -167,3 +167,24 @@ def test_user_supplied_properties_are_cut_and_marked(make_client: MakeClient) ->
     assert upload.properties["name"].endswith("…[truncated]")
     assert upload.properties["nested"] == "…[truncated: 100011 bytes of JSON]"
     assert len(upload.groups["organisation"]) <= 200
+
+
+def test_a_joined_recording_leaves_measuring_to_the_outer_one(make_client: MakeClient) -> None:
+    client, sink = make_client()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        inner = client.begin("wsgi", "GET", "/inner", "", environ, environ)
+        assert not inner.measures  # the outer middleware records this request
+        inner.response_started(599)
+        inner.sent(1000)
+        body = list(inner.counted([b"ab", b"cd"]))
+        inner.finish_when_closed(object())
+        inner.finish_blocking()
+        start_response("200 OK", [])
+        return body
+
+    with Client(apiusage.WSGIMiddleware(app, client=client)).get("/outer") as response:
+        assert response.get_data() == b"abcd"
+    assert client.flush(10)
+    [event] = sink.named("api_request")
+    assert (event.properties["status_code"], event.properties["response_bytes"]) == (200, 4)

@@ -201,6 +201,16 @@ class NotMeasured(Recording):
     def sent(self, size: int) -> None:
         pass
 
+    def counted(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        yield from chunks  # the outer recording counts what reaches the server
+
+    async def counted_async(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            yield chunk
+
+    def finish_when_closed(self, response: Any) -> None:
+        pass
+
     def failed(self, exc: BaseException, status: int = 500) -> None:
         pass
 
