@@ -9,12 +9,13 @@ import pytest
 from werkzeug.test import Client
 
 import apiusage
+from apiusage.detect.versions import VersionDetector
 from tests.conftest import MakeClient
 from tests.support.apps import plain_wsgi_app
 from tests.support.hostile import asgi_scope, hostile_requests, wsgi_environ
 
 
-class _BrokenVersionDetector:
+class _BrokenVersionDetector(VersionDetector):
     """A version detector with a bug: building every request fails."""
 
     def detect(self, *args: Any) -> Any:

@@ -6,7 +6,7 @@ import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -14,12 +14,12 @@ from apiusage import __version__
 from apiusage.caller import Identity
 from apiusage.detect.auth import AuthDetector
 from apiusage.detect.user_agent import parse_client_library
-from apiusage.detect.versions import VersionDetector
+from apiusage.detect.versions import VersionDetector, VersionResult
 from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate, SharedProperties, new_event_uuid
 from apiusage.record import JourneyEvent, RequestRecord
 from apiusage.request_view import RequestView
 
-__all__ = ["Built", "EventBuilder"]
+__all__ = ["Built", "Detected", "EventBuilder"]
 
 _SEEN_LIMIT = 100_000
 #: Combinations of shared request properties kept (a few per route and caller kind).
@@ -32,6 +32,16 @@ TRUNCATED = "…[truncated]"
 #: ... a list or mapping whose JSON is larger is replaced by a marker, and keys are cut.
 MAX_STRUCTURE_BYTES = 8 * 1024
 MAX_KEY_LENGTH = 200
+
+
+class Detected(NamedTuple):
+    """What :meth:`EventBuilder.detect` found in a request."""
+
+    version: VersionResult
+    auth_method: str
+    auth_location: str | None
+    library: str | None
+    library_version: str | None
 
 
 @dataclass(slots=True)
@@ -135,27 +145,36 @@ class EventBuilder:
         self._persons_sent.clear()
 
     # ------------------------------------------------------------------ requests
-    def build_request(self, record: RequestRecord, view: RequestView, into: Built) -> None:
+    def detect(self, view: RequestView) -> Detected:
+        """What the detectors read from a request's route, path, query and headers.
+
+        A pure function of those (the pipeline reuses it for requests that have the same).
+        """
+        route = view.route
+        auth_method, auth_location = self.auth.detect(view)
+        library, library_version = parse_client_library(view.header("user-agent"))
+        return Detected(
+            self.versions.detect(view, route), auth_method, auth_location, library, library_version
+        )
+
+    def build_request(self, record: RequestRecord, detected: Detected, into: Built) -> None:
         """Add the events of one request (its ``api_request`` and journey events) to ``into``.
 
         Runs once per request on the worker: written for speed (what requests have in
         common is looked up, not rebuilt), since every µs here is a µs of the host
         process's CPU.
         """
-        route = view.route
+        route = record.route
         identity = record.identity
         rate = (
             self.route_sample_rates.get(route or "", self.sample_rate)
             if self.route_sample_rates
             else self.sample_rate
         )
-        version = self.versions.detect(view, route)
+        version = detected.version
         request_id = record.request_id
         if rate >= 1.0 or random.random() < rate:
-            auth_method, auth_location = self.auth.detect(view)
-            if record.auth_method is not None:
-                auth_method = record.auth_method
-            library, library_version = parse_client_library(view.header("user-agent"))
+            auth_method = record.auth_method or detected.auth_method
             organisation = identity.organisation if identity is not None else None
             framework = record.framework or self.framework
             status = record.status
@@ -171,9 +190,9 @@ class EventBuilder:
                 version.version,
                 version.source,
                 auth_method,
-                auth_location,
-                library,
-                library_version,
+                detected.auth_location,
+                detected.library,
+                detected.library_version,
                 exception,
                 disconnected,
                 framework,

@@ -140,11 +140,13 @@ class UsageClient:
             sample_rate=settings.sample_rate,
             route_sample_rates=settings.route_sample_rates,
         )
+        read_headers = _read_headers(settings)
         self.pipeline = EventPipeline(
             self.builder,
             self.fallback_resolver,
             self.sink,
             self.stats,
+            read_headers=read_headers,
         )
         self.delivery: Delivery = BackgroundDelivery(
             self.pipeline.process,
@@ -162,7 +164,7 @@ class UsageClient:
         }
         self._excluded_exact = frozenset(exact)
         self._excluded_prefixes = tuple(p for p in settings.exclude_paths if p.endswith("/"))
-        self._environ_keys = _environ_keys(settings)
+        self._environ_keys = _environ_keys(read_headers)
         self._closed = False
         self._enabled = settings.enabled
         self._release = lifetime.watch(
@@ -378,8 +380,8 @@ def _after_fork_hook(stats: Stats, builder: EventBuilder, sink: Sink) -> Callabl
 _DETACHED: dict[str, Any] = {}
 
 
-def _environ_keys(settings: Settings) -> tuple[str, ...]:
-    """The WSGI environ keys of every header the worker's detectors and resolvers read."""
+def _read_headers(settings: Settings) -> frozenset[str]:
+    """Every header the worker's detectors and built-in resolvers read (lower-case)."""
     names = {
         "authorization",
         "cookie",
@@ -391,5 +393,10 @@ def _environ_keys(settings: Settings) -> tuple[str, ...]:
     }
     if settings.caller_header:
         names.add(settings.caller_header)
+    return frozenset(name.lower() for name in names)
+
+
+def _environ_keys(names: frozenset[str]) -> tuple[str, ...]:
+    """The WSGI environ keys of these headers."""
     keys = {name.upper().replace("-", "_") for name in names}
     return tuple(key if key == "CONTENT_TYPE" else "HTTP_" + key for key in sorted(keys))

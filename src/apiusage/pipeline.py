@@ -11,10 +11,10 @@ delivered, sampled out, or dropped with its reason.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from apiusage.builder import Built, EventBuilder
+from apiusage.builder import Built, Detected, EventBuilder
 from apiusage.health import Stats
 from apiusage.identity import Identity, ResolverChain
 from apiusage.record import IdentifyCall, JourneyEvent, RequestRecord, exception_name
@@ -22,6 +22,20 @@ from apiusage.request_view import RequestView
 from apiusage.sinks.base import Sink
 
 __all__ = ["EventPipeline"]
+
+_NOT_RESOLVED: Any = object()
+
+
+class _Found:
+    """What a batch's requests with the same detection inputs have in common."""
+
+    __slots__ = ("detected", "fallback")
+
+    def __init__(self, detected: Detected) -> None:
+        self.detected = detected
+        #: The built-in resolvers' answer, once asked.
+        self.fallback: Identity | None = _NOT_RESOLVED
+
 
 #: Records built between two short sleeps of the worker (see ``_let_others_run``).
 _BUILD_SLICE = 16
@@ -49,32 +63,69 @@ class EventPipeline:
         sink: Sink,
         stats: Stats,
         *,
+        read_headers: Iterable[str] = (),
         behind: Callable[[], bool] = lambda: False,
     ) -> None:
         self.builder = builder
         self.fallback_resolver = fallback_resolver
         self.sink = sink
         self.stats = stats
+        #: The headers detection and the built-in resolvers read (lower-case names).
+        self.read_headers = frozenset(name.lower().encode("latin-1") for name in read_headers)
         #: True when the worker is falling behind: it then stops pausing, since a saturated
         #: loop would hold the GIL a whole switch interval after every pause, and the queue
         #: would overflow.
         self.behind = behind
 
-    def build(self, item: Any, into: Built) -> None:
-        """Add the events of one queued item to ``into``."""
+    def build(self, item: Any, into: Built, seen: dict[Hashable, _Found] | None = None) -> None:
+        """Add the events of one queued item to ``into``.
+
+        ``seen``: what was detected in earlier requests of the batch, by what detection
+        reads; a request that reads the same is not parsed again.
+        """
         if isinstance(item, RequestRecord):
             view = RequestView(item)  # one view per record: detectors share its parsing
+            # The route first: looking it up may need what the record still holds.
+            key = self._detection_key(item, view.route) if seen is not None else None
+            found = seen.get(key) if seen is not None and key is not None else None
+            if found is None:
+                found = _Found(self.builder.detect(view))
+                if seen is not None and key is not None:
+                    seen[key] = found
             if item.identity is None:
-                identity = self.fallback_resolver(view)
-                if isinstance(identity, Identity):
-                    item.identity = identity
-            self.builder.build_request(item, view, into)
+                if found.fallback is _NOT_RESOLVED:
+                    identity = self.fallback_resolver(view)
+                    found.fallback = identity if isinstance(identity, Identity) else None
+                item.identity = found.fallback
+            self.builder.build_request(item, found.detected, into)
         elif isinstance(item, JourneyEvent):
             self.builder.build_journey(item, into)
         elif isinstance(item, IdentifyCall):
             self.builder.build_identify(item.identity, item.timestamp, into)
         else:
             raise TypeError(f"cannot build events from {type(item).__name__}")
+
+    def _detection_key(self, record: RequestRecord, route: str | None) -> Hashable | None:
+        """Everything detection and the built-in resolvers read of a request: its route,
+        query string, the headers they read, and its path when the route names no
+        version. None when it cannot be a key (unhashable headers).
+
+        Detectors and built-in resolvers must read nothing else (not the status, not the
+        state): requests with equal keys share what was detected.
+        """
+        raw = record.raw_headers
+        if isinstance(raw, dict):  # WSGI: only the headers read were kept (see _detach)
+            headers: tuple[Any, ...] = tuple(raw.items())
+        else:
+            read = self.read_headers
+            headers = tuple([pair for pair in raw if pair[0] in read])
+        path = record.path if self.builder.versions.reads_path(route) else None
+        key = (route, path, record.query_string, headers)
+        try:
+            hash(key)
+        except TypeError:  # header pairs as lists: allowed by ASGI, rare
+            return None
+        return key
 
     def _build_unreadable(self, item: Any, error: BaseException, into: Built) -> bool:
         """After a failed build: the request's event from its certain facts; False if
@@ -95,6 +146,7 @@ class EventPipeline:
         events = built.events
         requests = journeys = build_failed = partial = 0
         build = self.build
+        seen: dict[Hashable, _Found] = {}
         pause = not self.behind()
         for position, item in enumerate(items):
             if pause and position and not position % _BUILD_SLICE:
@@ -105,7 +157,7 @@ class EventPipeline:
                     journeys += len(item.journey)
             events_before, groups_before = len(events), len(built.groups)
             try:
-                build(item, built)
+                build(item, built, seen)
             except Exception as exc:
                 del events[events_before:]  # nothing half-built of this item is sent
                 del built.groups[groups_before:]

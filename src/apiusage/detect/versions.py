@@ -80,6 +80,11 @@ class VersionDetector:
                 return found
         return NO_VERSION
 
+    def reads_path(self, route: str | None) -> bool:
+        """True when :meth:`detect` may read the raw path: path versions are looked for and
+        the route template (if any) names no version."""
+        return "path" in self.sources and (not route or _version_in_template(route) is None)
+
     def _from_path(self, view: RequestView, route: str | None) -> VersionResult | None:
         # Prefer the route template: a version segment there is the API's own, while the raw
         # path could hold a user-supplied value that merely looks like one.
