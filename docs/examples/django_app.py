@@ -12,9 +12,12 @@ in-memory SQLite one, created at import by ``prepare_database()``. Run it with::
     python docs/examples/django_app.py                  # runserver on port 8000
     gunicorn --chdir docs/examples django_app:application
     uvicorn --app-dir docs/examples django_app:asgi_application
+    uvicorn --app-dir docs/examples django_app:stock_asgi_application
 
 Under ASGI it uses ``django_apiusage.asgi.get_asgi_application()``: Django's handler, plus
-the ASGI lifespan protocol, so that apiusage delivers what it holds when the server stops.
+the ASGI lifespan protocol. ``stock_asgi_application`` is Django's own handler, as
+``startproject`` writes ``asgi.py``: apiusage's middleware records it just the same, and
+delivers what it holds when the server stops (it catches the server's SIGTERM).
 
 ``create_app(asgi=False, **apiusage_options)`` returns a new WSGI (or ASGI) handler with
 apiusage options (``sink=...``, ``identity_secret=...``) merged over ``APIUSAGE``. Django
@@ -76,6 +79,7 @@ if not settings.configured:
     django.setup()
 
 # Imports that need configured settings.
+from django.core.asgi import get_asgi_application as django_asgi_application  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse  # noqa: E402
@@ -266,6 +270,7 @@ def create_app(*, asgi: bool = False, **apiusage_options: Any) -> Any:
 prepare_database()  # in memory: each process creates its own
 application = get_wsgi_application()
 asgi_application = get_asgi_application()
+stock_asgi_application = django_asgi_application()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from apiusage.identity import (
     from_state,
     identity_from_state,
 )
+from apiusage.offload import run_in_thread
 from apiusage.pipeline import EventPipeline
 from apiusage.record import (
     AVERAGE_HEADER_BYTES,
@@ -47,12 +48,9 @@ from apiusage.record import (
 from apiusage.recording import IGNORED_REQUEST, NotMeasured, Recording, current, current_record
 from apiusage.request_view import RequestView, state_of
 from apiusage.sinks.base import Sink
+from apiusage.stopping import is_stopping
 
 __all__ = ["UsageClient"]
-
-
-async def _await(pending: Awaitable[None]) -> None:
-    await pending
 
 
 def _as_resolvers(identify: Resolver | Sequence[Resolver] | None) -> list[Resolver]:
@@ -168,7 +166,12 @@ class UsageClient:
         self._closed = False
         self._enabled = settings.enabled
         self._release = lifetime.watch(
-            self, self.delivery, self.sink, self.stats, settings.shutdown_timeout
+            self,
+            self.delivery,
+            self.sink,
+            self.stats,
+            settings.shutdown_timeout,
+            catch_signals=settings.catch_signals,
         )
 
     # ------------------------------------------------------------- request path
@@ -264,7 +267,8 @@ class UsageClient:
     def finish_request(self, record: RequestRecord) -> Awaitable[None] | None:
         """Resolve the caller (after the response is sent) and queue the record.
 
-        Returns an awaitable only when an async resolver is involved.
+        Returns an awaitable when an async resolver is involved, or when the request must
+        wait for its events to be delivered (the process is stopping): await it.
         """
         if not record.identity_pinned:
             result = self._resolve(record)
@@ -272,23 +276,40 @@ class UsageClient:
                 return self._finish_async(record, result)
             record.identity = result
         self.submit(record)
-        return None
+        return run_in_thread(self._deliver_before_end) if is_stopping() else None
 
     async def _finish_async(
         self, record: RequestRecord, pending: Awaitable[Identity | None]
     ) -> None:
+        record.identity = await self._resolved(pending)
+        self.submit(record)
+        if is_stopping():
+            await run_in_thread(self._deliver_before_end)
+
+    async def _resolved(self, pending: Awaitable[Identity | None]) -> Identity | None:
         try:
-            record.identity = await pending
+            return await pending
         except Exception as exc:  # the chain guards each resolver; this guards the rest
             self._resolver_failed("identity resolution", exc)
-        self.submit(record)
+            return None
 
     def finish_request_blocking(self, record: RequestRecord) -> None:
         """Like :meth:`finish_request`, for sync callers: async resolvers run to the end."""
         with self._finishing_guard:
-            pending = self.finish_request(record)
-            if pending is not None:
-                async_to_sync(_await)(pending)
+            if not record.identity_pinned:
+                result = self._resolve(record)
+                if result is not None and not isinstance(result, Identity):
+                    result = async_to_sync(self._resolved)(result)
+                record.identity = result
+            self.submit(record)
+            if is_stopping():
+                self._deliver_before_end()
+
+    def _deliver_before_end(self) -> None:
+        """Deliver what is queued now, before the request ends (bounded by the shutdown
+        timeout): once the process is stopping, it may not live to deliver it later."""
+        with self._finishing_guard:
+            self.flush()
 
     def submit(self, record: RequestRecord) -> None:
         record.queued_bytes = self._detach(record)

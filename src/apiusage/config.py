@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     flush_interval: float = Field(
         default=1.0, gt=0, le=3600, description="Seconds between batches."
     )
+    catch_signals: bool = Field(
+        default=True,
+        description=(
+            "Deliver what is queued on SIGTERM/SIGINT before handing the signal on "
+            "(chained in front of the server's own handlers)."
+        ),
+    )
     shutdown_timeout: float = Field(
         default=5.0, ge=0, le=300, description="Seconds shutdown may spend flushing."
     )

@@ -3,7 +3,8 @@
 Nothing the worker thread holds refers back to the client, so a client no app uses any
 more becomes garbage; then what it still holds is delivered in a background thread and
 its sink is closed. At exit, one hook flushes every live client within its shutdown
-timeout and waits for the ones being released.
+timeout and waits for the ones being released; a stop signal flushes them too (see
+:mod:`apiusage.stopping`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from apiusage.delivery import Delivery
 from apiusage.health import Stats, logger
 from apiusage.sinks.base import Sink
+from apiusage.stopping import catch_stop_signals
 
 if TYPE_CHECKING:
     from apiusage.client import UsageClient
@@ -31,15 +33,24 @@ _releasing: set[threading.Thread] = set()
 
 
 def watch(
-    client: UsageClient, delivery: Delivery, sink: Sink, stats: Stats, timeout: float
+    client: UsageClient,
+    delivery: Delivery,
+    sink: Sink,
+    stats: Stats,
+    timeout: float,
+    *,
+    catch_signals: bool = True,
 ) -> weakref.finalize[Any, Any]:
-    """Release ``client``'s delivery and sink when it becomes garbage; flush it at exit.
+    """Release ``client``'s delivery and sink when it becomes garbage; flush it at exit
+    (and on a stop signal, with ``catch_signals``: see :mod:`apiusage.stopping`).
 
     Returns the finalizer: ``detach()`` it when the client is closed by hand.
     """
     release = weakref.finalize(client, _release, delivery, sink, stats, timeout)
     release.atexit = False  # at exit, _close_live_clients closes it in order
     _live.add(client)
+    if catch_signals and not catch_stop_signals(_flush_live_clients):
+        logger.debug("apiusage: not in the main thread; stop signals are not caught")
     return release
 
 
@@ -84,6 +95,16 @@ def _shut_down_releasing(delivery: Delivery, sink: Sink, stats: Stats, timeout: 
         shut_down(delivery, sink, stats, timeout)
     finally:
         _releasing.discard(threading.current_thread())
+
+
+def _flush_live_clients() -> None:
+    """On a stop signal: deliver what every live client holds, each within its shutdown
+    timeout. Never raises: it runs inside a signal handler."""
+    for client in list(_live):
+        try:
+            client.flush()
+        except Exception as exc:  # flush() counts its own failures; this guards the rest
+            client.stats.error("delivering on a stop signal", exc)
 
 
 def _close_live_clients() -> None:

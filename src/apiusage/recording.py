@@ -164,7 +164,8 @@ class Recording:
     def finish(self) -> Awaitable[None] | None:
         """The last byte is sent: stop the clock, resolve the caller, queue the record.
 
-        Returns an awaitable only when an async resolver is involved: await it.
+        Returns an awaitable when an async resolver is involved, or when the process is
+        stopping and the request must wait for its events to be delivered: await it.
         """
         self.leave()
         record = self.record

@@ -8,6 +8,7 @@ exactly which requests' events arrived.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from starlette.applications import Starlette
@@ -25,10 +26,22 @@ async def item(request: Request) -> JSONResponse:
     return JSONResponse({"item_id": request.path_params["item_id"], "pid": os.getpid()})
 
 
+async def slow(request: Request) -> JSONResponse:
+    """Still being served when a test sends SIGTERM."""
+    await asyncio.sleep(float(request.query_params.get("seconds", "1")))
+    return await item(request)
+
+
 async def health(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
 app = apiusage.ASGIMiddleware(
-    Starlette(routes=[Route("/v1/items/{item_id:int}", item), Route("/health", health)])
+    Starlette(
+        routes=[
+            Route("/v1/items/{item_id:int}", item),
+            Route("/v1/slow/{item_id:int}", slow),
+            Route("/health", health),
+        ]
+    )
 )

@@ -23,7 +23,7 @@ from asgiref.typing import (
 
 from apiusage.client import UsageClient
 from apiusage.identity import Resolver
-from apiusage.middleware._common import run_in_thread
+from apiusage.offload import run_in_thread
 from apiusage.registry import use_client
 from apiusage.sinks.base import Sink
 

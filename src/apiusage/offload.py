@@ -1,4 +1,4 @@
-"""What the ASGI middleware needs beside the request: blocking calls off the loop."""
+"""Blocking calls off the event loop: awaited in a thread, under asyncio or trio."""
 
 from __future__ import annotations
 
