@@ -23,7 +23,7 @@ from apiusage.events import Event, GroupUpdate, SharedProperties, new_event_uuid
 from apiusage.health import Stats
 from apiusage.sinks.discard import DiscardSink
 from apiusage.sinks.posthog import PostHogSink, ingestion_host
-from apiusage.wire import process_properties
+from apiusage.wire import process_properties, transport
 from tests.support.capture_server import CaptureServer
 
 API_KEY = "phc_delivery_test"
@@ -348,12 +348,21 @@ def test_one_connection_is_kept_alive(server: CaptureServer) -> None:
     assert len(server.client_ports()) == 1
 
 
-def test_the_body_is_gzipped_json(server: CaptureServer) -> None:
+@pytest.mark.parametrize("compressor", ["isal", "zlib"])
+def test_the_body_is_gzipped_json(
+    server: CaptureServer, monkeypatch: pytest.MonkeyPatch, compressor: str
+) -> None:
+    if compressor == "zlib":  # as on a platform without isal's wheels
+        monkeypatch.setattr(transport, "_isal_zlib", None)
+    else:
+        assert transport._isal_zlib is not None  # installed with apiusage here
     sink, _ = make_sink(server)
-    sink.send([request_event()], [])
+    sink.send([request_event(n) for n in range(50)], [])
     [batch] = server.batches()
     assert batch.headers["content-encoding"] == "gzip"
-    assert json.loads(gzip.decompress(batch.raw_body))["batch"][0]["event"] == "api_request"
+    body = json.loads(gzip.decompress(batch.raw_body))
+    assert [event["properties"]["n"] for event in body["batch"]] == list(range(50))
+    assert len(batch.raw_body) < len(gzip.decompress(batch.raw_body)) / 5
 
 
 # ------------------------------------------------------------------ configuration

@@ -31,11 +31,44 @@ from apiusage import __version__
 from apiusage.health import Stats
 from apiusage.wire.encoding import BatchEncoder, EncodedEvent
 
-__all__ = ["BATCH_PATH", "BatchSender", "HttpTransport", "SendOutcome", "TransportError"]
+__all__ = [
+    "BATCH_PATH",
+    "BatchSender",
+    "HttpTransport",
+    "SendOutcome",
+    "TransportError",
+    "gzip_body",
+]
 
 BATCH_PATH = "/batch/"
 USER_AGENT = f"apiusage-python/{__version__}"
 _GZIP_FRAMING = 31  # zlib wbits for a gzip header and trailer
+
+
+def gzip_body(body: bytes) -> bytes:
+    """``body`` gzipped at the fastest level, in one call (each call lets go of the GIL, and
+    every hand-over costs CPU).
+
+    With ISA-L (the ``isal`` package, installed with apiusage where it has wheels) this is
+    about 8 times faster than zlib on batch bodies, and a little smaller; zlib otherwise.
+    """
+    if _isal_zlib is not None:
+        return bytes(_isal_zlib.compress(body, 1, wbits=_GZIP_FRAMING))
+    if sys.version_info >= (3, 11):
+        return zlib.compress(body, 1, wbits=_GZIP_FRAMING)
+    compressor = zlib.compressobj(1, zlib.DEFLATED, _GZIP_FRAMING)
+    return compressor.compress(body) + compressor.flush()
+
+
+def _load_isal() -> Any:
+    try:
+        from isal import isal_zlib
+    except ImportError:  # no wheel for this platform: zlib does the same, slower
+        return None
+    return isal_zlib
+
+
+_isal_zlib = _load_isal()
 _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _BATCH_HEADERS = {
     "Content-Type": "application/json",
@@ -159,7 +192,6 @@ class BatchSender:
         max_retry_after: float = 60.0,
         max_body_bytes: int = 5 * 1024 * 1024,
         max_event_bytes: int = 1024 * 1024,
-        gzip_level: int = 1,
     ) -> None:
         self.transport = transport
         self.encoder = encoder
@@ -170,7 +202,6 @@ class BatchSender:
         self.max_retry_after = max_retry_after
         self.max_body_bytes = max_body_bytes
         self.max_event_bytes = max_event_bytes
-        self.gzip_level = gzip_level
         self._interrupt = threading.Event()
         self._stopped = False
         #: When set (shutdown), no wait or request goes beyond this monotonic time.
@@ -223,7 +254,7 @@ class BatchSender:
         attempt = 0
         while True:
             attempt += 1
-            body = self._gzip(self.encoder.body(chunk))
+            body = gzip_body(self.encoder.body(chunk))
             try:
                 answer = self.transport.post(
                     BATCH_PATH, body, _BATCH_HEADERS, timeout=self._remaining()
@@ -264,13 +295,6 @@ class BatchSender:
                     problem,
                 )
                 return
-
-    def _gzip(self, body: bytes) -> bytes:
-        # One call: zlib lets go of the GIL in each call, and every hand-over costs CPU.
-        if sys.version_info >= (3, 11):
-            return zlib.compress(body, self.gzip_level, wbits=_GZIP_FRAMING)
-        compressor = zlib.compressobj(self.gzip_level, zlib.DEFLATED, _GZIP_FRAMING)
-        return compressor.compress(body) + compressor.flush()
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
