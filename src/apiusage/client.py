@@ -7,7 +7,9 @@ a client no app uses any more is released; at exit, live clients are flushed.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -22,7 +24,7 @@ from apiusage.delivery import BackgroundDelivery, Delivery
 from apiusage.detect.auth import AuthDetector
 from apiusage.detect.routes import asgi_route_template
 from apiusage.detect.versions import VersionDetector
-from apiusage.health import Stats
+from apiusage.health import Stats, logger
 from apiusage.identity import (
     Identity,
     KeyedHasher,
@@ -47,6 +49,7 @@ from apiusage.record import (
 )
 from apiusage.recording import IGNORED_REQUEST, NotMeasured, Recording, current, current_record
 from apiusage.request_view import RequestView, state_of
+from apiusage.runtime import ephemeral_runtime
 from apiusage.sinks.base import Sink
 from apiusage.stopping import is_stopping
 
@@ -157,6 +160,8 @@ class UsageClient:
         )
         delivery = self.delivery
         self.pipeline.behind = lambda: delivery.behind
+        #: True when each request delivers its own events before it ends.
+        self.delivers_at_end_of_request = _delivers_at_end_of_request(settings.delivery)
         exact = {
             path.rstrip("/") or "/" for path in settings.exclude_paths if not path.endswith("/")
         }
@@ -276,15 +281,17 @@ class UsageClient:
                 return self._finish_async(record, result)
             record.identity = result
         self.submit(record)
-        return run_in_thread(self._deliver_before_end) if is_stopping() else None
+        if self.delivers_at_end_of_request or is_stopping():
+            return run_in_thread(self._deliver_before_end_of(self.delivery.submitted))
+        return None
 
     async def _finish_async(
         self, record: RequestRecord, pending: Awaitable[Identity | None]
     ) -> None:
         record.identity = await self._resolved(pending)
         self.submit(record)
-        if is_stopping():
-            await run_in_thread(self._deliver_before_end)
+        if self.delivers_at_end_of_request or is_stopping():
+            await run_in_thread(self._deliver_before_end_of(self.delivery.submitted))
 
     async def _resolved(self, pending: Awaitable[Identity | None]) -> Identity | None:
         try:
@@ -302,14 +309,24 @@ class UsageClient:
                     result = async_to_sync(self._resolved)(result)
                 record.identity = result
             self.submit(record)
-            if is_stopping():
-                self._deliver_before_end()
+            if self.delivers_at_end_of_request or is_stopping():
+                self._deliver_before_end_of(self.delivery.submitted)()
 
-    def _deliver_before_end(self) -> None:
-        """Deliver what is queued now, before the request ends (bounded by the shutdown
-        timeout): once the process is stopping, it may not live to deliver it later."""
-        with self._finishing_guard:
-            self.flush()
+    def _deliver_before_end_of(self, position: int) -> Callable[[], None]:
+        """What delivers a request's events (queued up to ``position``) before the request
+        ends: the runtime may freeze the process as soon as it has answered
+        (``end_of_request``), or the process is stopping and may not live to deliver them
+        later. Bounded by ``request_flush_timeout`` (stopping: ``shutdown_timeout``)."""
+        timeout = (
+            self.settings.shutdown_timeout if is_stopping() else self.settings.request_flush_timeout
+        )
+
+        def deliver() -> None:
+            with self._finishing_guard:
+                if not self.delivery.deliver_through(position, timeout):
+                    self.stats.add("requests_ended_undelivered")
+
+        return deliver
 
     def submit(self, record: RequestRecord) -> None:
         record.queued_bytes = self._detach(record)
@@ -383,6 +400,27 @@ class UsageClient:
     def closed(self) -> bool:
         """True once :meth:`close` ran: the client records nothing more."""
         return self._closed
+
+
+def _delivers_at_end_of_request(strategy: str) -> bool:
+    """``delivery``: ``auto`` picks ``end_of_request`` on a serverless runtime (said once)."""
+    if strategy != "auto":
+        return strategy == "end_of_request"
+    runtime = ephemeral_runtime(os.environ)
+    if runtime is None:
+        return False
+    _announce(runtime)
+    return True
+
+
+@functools.cache
+def _announce(runtime: str) -> None:
+    """Once per process: which strategy ``auto`` picked, and why."""
+    logger.info(
+        "apiusage: running on %s: each request delivers its events before it ends "
+        "(delivery=end_of_request; set APIUSAGE_DELIVERY=background to change it)",
+        runtime,
+    )
 
 
 def _after_fork_hook(stats: Stats, builder: EventBuilder, sink: Sink) -> Callable[[], None]:

@@ -125,9 +125,20 @@ class Settings(BaseSettings):
     )
 
     # --- delivery --------------------------------------------------------------------
-    delivery: Literal["background"] = Field(
-        default="background",
-        description="Flush strategy: 'background' batches by size and interval on a worker.",
+    delivery: Literal["auto", "background", "end_of_request"] = Field(
+        default="auto",
+        description=(
+            "Flush strategy: 'background' batches by size and interval on a worker; "
+            "'end_of_request' delivers each request's events before the request ends "
+            "(serverless runtimes that freeze between requests); 'auto' picks "
+            "end_of_request on a serverless runtime, background elsewhere."
+        ),
+    )
+    request_flush_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Seconds a request may wait for its events at its end (end_of_request).",
     )
     max_queue_size: int = Field(default=10_000, ge=1, description="Records held in memory at most.")
     max_queue_bytes: int = Field(

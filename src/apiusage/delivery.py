@@ -1,6 +1,7 @@
 """Getting records off the request path: a bounded queue drained by one background thread.
 
-The request path only appends to a deque (no lock, no I/O). A daemon thread wakes every
+The request path only appends to a deque (no I/O; one uncontended lock keeps positions in
+the queue's order, for callers that wait for their own items). A daemon thread wakes every
 ``flush_interval`` seconds, or as soon as a batch is full, builds events and hands them
 to the sink. Shutdown drains what is queued within a time bound; whatever cannot be
 delivered by then is counted as dropped, never lost silently.
@@ -42,6 +43,18 @@ class Delivery(Protocol):
         """Deliver everything submitted so far; True if done within ``timeout`` seconds.
 
         Blocks: never call it on an event loop thread.
+        """
+
+    @property
+    def submitted(self) -> int:
+        """How many items were accepted so far (a position in the queue)."""
+
+    def deliver_through(self, position: int, timeout: float) -> bool:
+        """Deliver the items accepted up to ``position`` (a :attr:`submitted` value) now, not
+        at the next batch; True once they are delivered, False after ``timeout`` seconds.
+
+        Items accepted later do not hold the caller up. Blocks: never call it on an event
+        loop thread.
         """
 
     def close(self, timeout: float) -> None:
@@ -96,9 +109,14 @@ class BackgroundDelivery:
         self._wakeup = threading.Event()
         self._progress = threading.Condition()
         self._start_lock = threading.Lock()
+        self._order = threading.Lock()
         self._thread: threading.Thread | None = None
         self._busy = False
         self._in_flight = 0
+        # Items ever accepted, and ever taken out of the queue and processed (worker only):
+        # a caller waits for its own items with deliver_through().
+        self._accepted = 0
+        self._processed = 0
         self._stopping = False
         self._closed = False
         self._flush_waiters = 0
@@ -122,8 +140,10 @@ class BackgroundDelivery:
         self._wakeup = threading.Event()
         self._progress = threading.Condition()
         self._start_lock = threading.Lock()
+        self._order = threading.Lock()
         self._thread = None
         self._busy = False
+        self._accepted = self._processed = 0
         self._flush_waiters = 0
         if self._after_fork_hook is not None:
             self._after_fork_hook()
@@ -153,7 +173,9 @@ class BackgroundDelivery:
             )
             return False
         self._bytes_in += size
-        queue.append(item)
+        with self._order:  # positions must follow the queue's order (deliver_through)
+            self._accepted += 1
+            queue.append(item)
         if self._thread is None:
             self._start()
         elif len(queue) == self._batch_size:  # wake the worker once per full batch
@@ -199,6 +221,7 @@ class BackgroundDelivery:
             finally:
                 with self._progress:
                     self._busy = False
+                    self._processed += len(batch)
                     self._progress.notify_all()
         with self._progress:
             self._progress.notify_all()
@@ -212,15 +235,30 @@ class BackgroundDelivery:
             if self._queue and not self._busy:
                 self._drain()
             return not self._queue
+        return self._wait_until(lambda: not self._queue and not self._busy, deadline)
+
+    def _wait_until(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Wake the worker and wait until ``done()``; False if the deadline passed first."""
         self._wakeup.set()
         with self._progress:
-            while self._queue or self._busy:
+            while not done():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self._wakeup.set()
                 self._progress.wait(min(remaining, 0.05))
         return True
+
+    @property
+    def submitted(self) -> int:
+        return self._accepted
+
+    def deliver_through(self, position: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return self.flush(timeout)
+        return self._wait_until(lambda: self._processed >= position, deadline)
 
     def close(self, timeout: float) -> None:
         if self._closed:

@@ -36,6 +36,9 @@ class Stats:
     #: Requests whose building failed and were sent with their certain facts only.
     events_built_partially: int = 0
     calls_rejected: int = 0
+    #: Requests that ended before their events were delivered (``end_of_request``: the
+    #: time budget ran out); the events stay queued for the next batch.
+    requests_ended_undelivered: int = 0
     internal_errors: int = 0
     resolver_errors: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
