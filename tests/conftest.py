@@ -17,11 +17,13 @@ from apiusage.testing import recording_client
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No POSTHOG_*/APIUSAGE_* from the developer's shell, and a private working directory
-    (so the local store and `.env` lookups never touch the checkout)."""
+    (so the local store, `.env` lookups and the spool never touch the checkout or home)."""
     for name in list(os.environ):
         if name.startswith(("POSTHOG_", "APIUSAGE_")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    # Spools (events waiting for PostHog) go under the test's directory, servers included.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 @pytest.fixture

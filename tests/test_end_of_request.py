@@ -7,6 +7,7 @@ waiting: what is not there by then would never leave a frozen instance.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +33,17 @@ API_KEY = "phc_end_of_request"
 def capture() -> Iterator[CaptureServer]:
     with CaptureServer() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def lambda_event_loop() -> Iterator[None]:
+    """The loop Mangum runs invocations on (it takes the thread's, as on Lambda), closed
+    after the test."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 @pytest.fixture

@@ -320,12 +320,14 @@ def test_group_updates_lost_are_not_counted_as_events(server: CaptureServer) -> 
     assert len(sink.last_outcome.rejected) == 2
 
 
-def test_shutdown_cuts_retry_waits_short(server: CaptureServer) -> None:
+@pytest.mark.parametrize("spool", ["auto", "off"])
+def test_shutdown_cuts_retry_waits_short(server: CaptureServer, spool: str) -> None:
     client = apiusage.UsageClient(
         posthog_api_key=API_KEY,
         posthog_host=server.url,
         identity_secret="s" * 32,
         flush_interval=60.0,
+        spool=spool,
     )
     server.fail_next(10, status=503, headers={"Retry-After": "30"})
     client.record_journey_event(
@@ -336,8 +338,12 @@ def test_shutdown_cuts_retry_waits_short(server: CaptureServer) -> None:
     client.close(timeout=1.0)
     assert time.monotonic() - started < 2.0
     stats = client.stats.snapshot()
-    assert stats["events_delivered"] == 0
-    assert stats["dropped"] == 1
+    if spool == "off":
+        assert stats["events_delivered"] == 0
+        assert stats["dropped"] == 1
+    else:  # kept on disk for the next process to send
+        assert stats["events_spooled"] == 1
+        assert stats["dropped"] == 0
 
 
 def test_one_connection_is_kept_alive(server: CaptureServer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ from apiusage.sinks.base import Sink
 from apiusage.sinks.discard import DiscardSink
 from apiusage.sinks.posthog import PostHogSink
 from apiusage.sinks.store import LocalStoreSink
+from apiusage.wire.spool import Spool
 
-__all__ = ["default_sink", "identity_secret"]
+__all__ = ["default_sink", "identity_secret", "spool_for"]
 
 
 def default_sink(settings: Settings, posthog_client: Any, stats: Stats) -> Sink:
@@ -32,7 +34,11 @@ def default_sink(settings: Settings, posthog_client: Any, stats: Stats) -> Sink:
             logger.info("apiusage: the posthog_client given is disabled; nothing is sent")
             return DiscardSink()
         try:
-            return PostHogSink.from_client(posthog_client, stats=stats)
+            return PostHogSink.from_client(
+                posthog_client,
+                stats=stats,
+                spool=spool_for(settings, getattr(posthog_client, "api_key", "")),
+            )
         except ValueError as exc:
             raise ConfigurationError(f"posthog_client: {exc}") from None
     if settings.uses_posthog:
@@ -44,6 +50,7 @@ def default_sink(settings: Settings, posthog_client: Any, stats: Stats) -> Sink:
             stats=stats,
             timeout=settings.posthog_timeout,
             max_attempts=settings.max_attempts,
+            spool=spool_for(settings, settings.posthog_api_key.get_secret_value()),
         )
     path = settings.store.resolve()
     try:
@@ -101,3 +108,33 @@ def _local_secret(path: Path) -> bytes:
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(value)
     return value
+
+
+def spool_for(settings: Settings, api_key: str) -> Spool | None:
+    """The spool a configuration means (see :mod:`apiusage.wire.spool`): one file per PostHog
+    project and host, shared by the processes of one user."""
+    if settings.spool == "off":
+        return None
+    if settings.spool != "auto":
+        return Spool(Path(settings.spool).expanduser(), max_bytes=settings.spool_max_bytes)
+    project = hashlib.sha256(f"{settings.posthog_host}\n{api_key}".encode()).hexdigest()[:16]
+    path = _spool_directory() / f"spool-{project}.sqlite3"
+    return Spool(path, max_bytes=settings.spool_max_bytes)
+
+
+def _spool_directory() -> Path:
+    """``$XDG_CACHE_HOME/apiusage`` or ``~/.cache/apiusage`` when writable (a server's
+    user), else the temporary directory (read-only homes: containers, AWS Lambda)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    directory = Path(cache) / "apiusage"
+    existing = directory
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent  # nothing is created until something is spooled
+    if existing.is_dir() and os.access(existing, os.W_OK):
+        return directory
+    return Path(tempfile.gettempdir()) / f"apiusage-{_user_id()}"
+
+
+def _user_id() -> str:
+    getuid = getattr(os, "getuid", None)
+    return str(getuid()) if getuid is not None else "user"

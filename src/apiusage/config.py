@@ -150,6 +150,18 @@ class Settings(BaseSettings):
     flush_interval: float = Field(
         default=1.0, gt=0, le=3600, description="Seconds between batches."
     )
+    spool: str = Field(
+        default="auto",
+        description=(
+            "Where events wait on disk while PostHog cannot be reached: 'auto' (a file in "
+            "the user's cache directory, else the temporary directory), 'off', or a path."
+        ),
+    )
+    spool_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes of events the spool holds at most; the oldest go first.",
+    )
     catch_signals: bool = Field(
         default=True,
         description=(

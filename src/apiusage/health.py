@@ -33,6 +33,11 @@ class Stats:
     dropped_delivery_failed: int = 0
     dropped_at_shutdown: int = 0
     dropped_build_failed: int = 0
+    #: Events PostHog could not take, kept on disk for a replay; those replayed since; and
+    #: the oldest dropped because the spool was full.
+    events_spooled: int = 0
+    events_replayed: int = 0
+    dropped_spool_full: int = 0
     #: Requests whose building failed and were sent with their certain facts only.
     events_built_partially: int = 0
     calls_rejected: int = 0

@@ -19,6 +19,7 @@ from typing import Any
 from apiusage.events import Event, GroupUpdate
 from apiusage.health import Stats
 from apiusage.wire.encoding import BatchEncoder, EncodedEvent
+from apiusage.wire.spool import Spool
 from apiusage.wire.transport import BatchSender, HttpTransport, SendOutcome
 
 __all__ = ["DEFAULT_HOST", "PostHogSink", "ingestion_host"]
@@ -55,6 +56,7 @@ class PostHogSink:
         stats: Stats | None = None,
         timeout: float = 10.0,
         max_attempts: int = 5,
+        spool: Spool | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("PostHogSink needs a PostHog project API key")
@@ -67,9 +69,14 @@ class PostHogSink:
         )
         #: What the last :meth:`send` could not deliver (for tests and diagnostics).
         self.last_outcome = SendOutcome()
+        #: Where events wait while PostHog cannot be reached (None: they are dropped).
+        self.spool = spool
+        self._outage = False
 
     @classmethod
-    def from_client(cls, client: Any, *, stats: Stats | None = None) -> PostHogSink:
+    def from_client(
+        cls, client: Any, *, stats: Stats | None = None, spool: Spool | None = None
+    ) -> PostHogSink:
         """Key and host of a ``posthog.Posthog`` client; nothing else of it is used."""
         api_key = getattr(client, "api_key", None)
         if not isinstance(api_key, str) or not api_key:
@@ -81,24 +88,84 @@ class PostHogSink:
             host if isinstance(host, str) else DEFAULT_HOST,
             stats=stats,
             timeout=float(timeout) if isinstance(timeout, (int, float)) else 10.0,
+            spool=spool,
         )
 
     def send(self, events: Sequence[Event], groups: Sequence[GroupUpdate]) -> int:
+        """Deliver a batch; returns how many of ``events`` were delivered or spooled."""
         encoder = self.encoder
         encoded: list[EncodedEvent] = [encoder.encode_group(group) for group in groups]
         encode_event = encoder.encode_event
         encoded.extend([encode_event(event) for event in events])
-        outcome = self.last_outcome = self.sender.send(encoded)
-        lost = len(outcome.rejected) + len(outcome.failed)
+        # During an outage each batch gets one attempt, then waits on disk with the rest.
+        attempts = 1 if self._outage and self.spool is not None else None
+        outcome = self.last_outcome = self.sender.send(encoded, attempts=attempts)
+        lost = [*outcome.rejected]
+        if outcome.failed:
+            if self._spooled(outcome.failed):
+                self._outage = True
+            else:
+                lost.extend(outcome.failed)
+        elif outcome.delivered:
+            self._outage = False
+            if self.spool is not None:
+                self._replay()
+        if outcome.rejected and self.spool is not None:
+            with self.stats.guard("keeping rejected events aside"):
+                self.spool.reject(outcome.rejected, outcome.rejected_because)
         if lost and groups:  # group updates are not events: count only the events lost
             group_ids = {group.uuid for group in groups}
-            lost = sum(
-                1 for event in (*outcome.rejected, *outcome.failed) if event.uuid not in group_ids
+            return len(events) - sum(1 for event in lost if event.uuid not in group_ids)
+        return len(events) - len(lost)
+
+    def _spooled(self, failed: list[EncodedEvent]) -> bool:
+        """Keep undeliverable events on disk; False if there is no spool or it failed."""
+        if self.spool is None:
+            return False
+        try:
+            dropped = self.spool.put(failed)
+        except Exception as exc:
+            self.stats.error("spooling undelivered events", exc)
+            return False
+        self.stats.add("events_spooled", len(failed))
+        if dropped:
+            self.stats.add("dropped_spool_full", dropped)
+            self.stats.warn(
+                "spool full",
+                "apiusage: the spool at %s is full (%d bytes); the oldest %d events waiting "
+                "for PostHog were dropped (counted). Raise APIUSAGE_SPOOL_MAX_BYTES.",
+                self.spool.path,
+                self.spool.max_bytes,
+                dropped,
             )
-        return len(events) - lost
+        return True
+
+    def _replay(self, max_bodies: int = 8) -> None:
+        """PostHog answers again: send what waits on disk, oldest first, a few bodies at a
+        time (the rest goes after the next batches)."""
+        spool = self.spool
+        assert spool is not None
+        with self.stats.guard("replaying spooled events"):
+            for _ in range(max_bodies):
+                claimed = spool.claim(self.sender.max_body_bytes)
+                if not claimed:
+                    return
+                outcome = self.sender.send([event for _, event in claimed], attempts=1)
+                undelivered = {event.uuid for event in outcome.failed}
+                spool.release([row for row, event in claimed if event.uuid in undelivered])
+                spool.done([row for row, event in claimed if event.uuid not in undelivered])
+                if outcome.rejected:
+                    spool.reject(outcome.rejected, outcome.rejected_because)
+                    self.stats.add("dropped_delivery_failed", len(outcome.rejected))
+                self.stats.add("events_replayed", outcome.delivered)
+                if undelivered:
+                    self._outage = True
+                    return
 
     def after_fork(self) -> None:
         self.sender.after_fork()
+        if self.spool is not None:
+            self.spool.after_fork()
 
     def shutdown_by(self, deadline: float) -> None:
         """Shutdown has begun: no retry wait or request may go past ``deadline`` (monotonic)."""
@@ -111,3 +178,5 @@ class PostHogSink:
         self.sender.finish_by(time.monotonic() + timeout)
         self.sender.stop()
         self.transport.close()
+        if self.spool is not None:
+            self.spool.close()

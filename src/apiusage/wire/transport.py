@@ -161,6 +161,10 @@ class SendOutcome:
     rejected: list[EncodedEvent] = field(default_factory=list)
     #: Still undelivered after every retry (PostHog unreachable, 5xx, 429 …).
     failed: list[EncodedEvent] = field(default_factory=list)
+    #: What PostHog said when it last refused a batch.
+    rejected_because: str = ""
+    #: Attempts each body gets.
+    attempts: int = 1
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -224,14 +228,17 @@ class BatchSender:
         self.transport.after_fork()
 
     # ----------------------------------------------------------------- sending
-    def send(self, events: Sequence[EncodedEvent]) -> SendOutcome:
-        outcome = SendOutcome()
+    def send(self, events: Sequence[EncodedEvent], *, attempts: int | None = None) -> SendOutcome:
+        """Send ``events`` in bodies under the size limit, each tried up to ``attempts``
+        times (default ``max_attempts``)."""
+        outcome = SendOutcome(attempts=attempts or self.max_attempts)
         chunk: list[EncodedEvent] = []
         size = 0
         for event in events:
             length = len(event.data)
             if length > self.max_event_bytes:
                 outcome.rejected.append(event)
+                outcome.rejected_because = f"event of {length} bytes over the limit"
                 self.stats.warn(
                     "event too large",
                     "apiusage: a %r event of %d bytes is over PostHog's limit of %d and was "
@@ -275,6 +282,7 @@ class BatchSender:
                 return
             if status is not None and status not in _RETRYABLE_STATUSES:
                 outcome.rejected.extend(chunk)
+                outcome.rejected_because = problem
                 self.stats.warn(
                     f"batch rejected {status}",
                     "apiusage: PostHog refused a batch of %d events (%s); they are dropped "
@@ -284,7 +292,7 @@ class BatchSender:
                 )
                 return
             delay = self._delay(attempt, wait_hint)
-            if attempt >= self.max_attempts or not self._wait(delay):
+            if attempt >= outcome.attempts or not self._wait(delay):
                 outcome.failed.extend(chunk)
                 self.stats.warn(
                     "batch failed",
