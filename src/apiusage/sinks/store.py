@@ -204,12 +204,19 @@ def _event_row(event: Event) -> tuple[Any, ...]:
     else:
         # The shared part of the row (its columns, its JSON) is worked out once per
         # SharedProperties; the event's own properties fill in over it.
-        shared_columns, shared_rest = shared.memo.get(_MEMO_KEY) or _remember_shared(shared)
+        shared_columns, shared_json = shared.memo.get(_MEMO_KEY) or _remember_shared(shared)
         own = event.own_properties
         pairs = zip(COLUMN_PROPERTIES, shared_columns, strict=True)
         columns = tuple(own.get(name, value) for name, value in pairs)
         own_rest = {key: value for key, value in own.items() if key not in _COLUMN_SET}
-        rest = _dumps({**shared_rest, **own_rest}) if own_rest else _dumps(shared_rest)
+        # The shared JSON, encoded once, and this event's own: own properties never share
+        # a key with the shared ones (see Event), so the two objects join into one.
+        if not own_rest:
+            rest = shared_json
+        elif shared_json == "{}":
+            rest = _dumps(own_rest)
+        else:
+            rest = shared_json[:-1] + "," + _dumps(own_rest)[1:]
     return (
         event.uuid,
         event.name,
@@ -223,12 +230,12 @@ def _event_row(event: Event) -> tuple[Any, ...]:
     )
 
 
-def _remember_shared(shared: SharedProperties) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _remember_shared(shared: SharedProperties) -> tuple[tuple[Any, ...], str]:
     properties = shared.properties
     get = properties.get
     remembered = (
         tuple(get(name) for name in COLUMN_PROPERTIES),
-        {key: value for key, value in properties.items() if key not in _COLUMN_SET},
+        _dumps({key: value for key, value in properties.items() if key not in _COLUMN_SET}),
     )
     shared.memo[_MEMO_KEY] = remembered
     return remembered
