@@ -146,7 +146,7 @@ class Settings(BaseSettings):
         ge=64 * 1024,
         description="Bytes (estimated) that queued records may hold in memory at most.",
     )
-    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_size: int = Field(default=100, ge=1, le=10_000)
     flush_interval: float = Field(
         default=1.0, gt=0, le=3600, description="Seconds between batches."
     )
