@@ -212,3 +212,23 @@ def test_background_is_kept_when_asked_for_even_on_lambda(
         assert not client.delivers_at_end_of_request
     finally:
         client.close(timeout=1)
+
+
+def test_auto_says_once_what_it_picked_and_why(
+    posthog_env: CaptureServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from apiusage import client as client_module
+
+    client_module._announce.cache_clear()  # another test may have said it already
+    caplog.set_level("INFO", logger="apiusage")
+    clients = [apiusage.UsageClient(), apiusage.UsageClient(event_name="other_name")]
+    try:
+        assert all(client.delivers_at_end_of_request for client in clients)
+        said = [
+            r.getMessage() for r in caplog.records if "delivery=end_of_request" in r.getMessage()
+        ]
+        assert len(said) == 1
+        assert "AWS Lambda" in said[0]
+    finally:
+        for client in clients:
+            client.close(timeout=1)

@@ -281,17 +281,17 @@ class UsageClient:
                 return self._finish_async(record, result)
             record.identity = result
         self.submit(record)
-        if self.delivers_at_end_of_request or is_stopping():
-            return run_in_thread(self._deliver_before_end_of(self.delivery.submitted))
-        return None
+        deliver = self._delivery_to_wait_for()
+        return None if deliver is None else run_in_thread(deliver)
 
     async def _finish_async(
         self, record: RequestRecord, pending: Awaitable[Identity | None]
     ) -> None:
         record.identity = await self._resolved(pending)
         self.submit(record)
-        if self.delivers_at_end_of_request or is_stopping():
-            await run_in_thread(self._deliver_before_end_of(self.delivery.submitted))
+        deliver = self._delivery_to_wait_for()
+        if deliver is not None:
+            await run_in_thread(deliver)
 
     async def _resolved(self, pending: Awaitable[Identity | None]) -> Identity | None:
         try:
@@ -309,16 +309,25 @@ class UsageClient:
                     result = async_to_sync(self._resolved)(result)
                 record.identity = result
             self.submit(record)
-            if self.delivers_at_end_of_request or is_stopping():
-                self._deliver_before_end_of(self.delivery.submitted)()
+            deliver = self._delivery_to_wait_for()
+            if deliver is not None:
+                deliver()
 
-    def _deliver_before_end_of(self, position: int) -> Callable[[], None]:
-        """What delivers a request's events (queued up to ``position``) before the request
-        ends: the runtime may freeze the process as soon as it has answered
-        (``end_of_request``), or the process is stopping and may not live to deliver them
-        later. Bounded by ``request_flush_timeout`` (stopping: ``shutdown_timeout``)."""
+    def _delivery_to_wait_for(self) -> Callable[[], None] | None:
+        """Right after a request's record was queued: what delivers its events before the
+        request ends, or None when the worker delivers them later (the usual case).
+
+        A request waits when the runtime may freeze the process as soon as it has
+        answered (``end_of_request``), or when the process is stopping and may not live
+        to deliver them later. Bounded by ``request_flush_timeout`` (stopping:
+        ``shutdown_timeout``).
+        """
+        stopping = is_stopping()
+        if not (self.delivers_at_end_of_request or stopping):
+            return None
+        position = self.delivery.submitted
         timeout = (
-            self.settings.shutdown_timeout if is_stopping() else self.settings.request_flush_timeout
+            self.settings.shutdown_timeout if stopping else self.settings.request_flush_timeout
         )
 
         def deliver() -> None:

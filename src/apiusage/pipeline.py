@@ -63,7 +63,7 @@ class EventPipeline:
         sink: Sink,
         stats: Stats,
         *,
-        read_headers: Iterable[str] = (),
+        read_headers: Iterable[str],
         behind: Callable[[], bool] = lambda: False,
     ) -> None:
         self.builder = builder
@@ -77,7 +77,7 @@ class EventPipeline:
         #: would overflow.
         self.behind = behind
 
-    def build(self, item: Any, into: Built, seen: dict[Hashable, _Found] | None = None) -> None:
+    def build(self, item: Any, into: Built, seen: dict[Hashable, _Found]) -> None:
         """Add the events of one queued item to ``into``.
 
         ``seen``: what was detected in earlier requests of the batch, by what detection
@@ -86,11 +86,11 @@ class EventPipeline:
         if isinstance(item, RequestRecord):
             view = RequestView(item)  # one view per record: detectors share its parsing
             # The route first: looking it up may need what the record still holds.
-            key = self._detection_key(item, view.route) if seen is not None else None
-            found = seen.get(key) if seen is not None and key is not None else None
+            key = self._detection_key(item, view.route)
+            found = seen.get(key) if key is not None else None
             if found is None:
                 found = _Found(self.builder.detect(view))
-                if seen is not None and key is not None:
+                if key is not None:
                     seen[key] = found
             if item.identity is None:
                 if found.fallback is _NOT_RESOLVED:
