@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -392,7 +396,52 @@ def test_settings_reach_the_transport(server: CaptureServer) -> None:
 def test_posthog_app_hosts_map_to_their_ingestion_hosts() -> None:
     assert ingestion_host("https://app.posthog.com") == "https://us.i.posthog.com"
     assert ingestion_host("https://eu.posthog.com/") == "https://eu.i.posthog.com"
+    assert ingestion_host("https://us.posthog.com") == "https://us.i.posthog.com"
     assert ingestion_host("https://posthog.example.com/") == "https://posthog.example.com"
+    assert ingestion_host(" ") == ingestion_host(None) == "https://us.i.posthog.com"
+
+
+def test_delivering_to_posthog_does_not_import_the_posthog_package(
+    server: CaptureServer,
+) -> None:
+    """The posthog package with its client, requests and httpx adds ~18,000 objects to the
+    heap that every full collection of the host app walks; apiusage needs none of it."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from starlette.applications import Starlette
+        from starlette.responses import PlainTextResponse
+        from starlette.routing import Route
+        from starlette.testclient import TestClient
+        import apiusage
+
+        async def hello(request):
+            return PlainTextResponse("hi")
+
+        app = apiusage.ASGIMiddleware(Starlette(routes=[Route("/hello", hello)]))
+        with TestClient(app) as client:
+            assert client.get("/hello").status_code == 200
+        assert apiusage.flush(timeout=10)
+        print(sorted(name for name in sys.modules if name.split(".")[0] == "posthog"))
+        """
+    )
+    environment = {
+        **os.environ,
+        "POSTHOG_API_KEY": "phc_test",
+        "POSTHOG_HOST": server.url,
+        "APIUSAGE_IDENTITY_SECRET": "s" * 32,
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
+    assert [event["event"] for event in server.events()] == ["api_request"]
 
 
 @pytest.mark.parametrize("options", [{"disabled": True}, {"send": False}])

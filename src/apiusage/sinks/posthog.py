@@ -27,14 +27,19 @@ __all__ = ["DEFAULT_HOST", "PostHogSink", "ingestion_host"]
 DEFAULT_HOST = "https://us.i.posthog.com"
 
 
-def ingestion_host(host: str | None) -> str:
-    """The capture host for a configured one (PostHog's app hosts map to their ingestion hosts)."""
-    try:
-        from posthog.request import determine_server_host
+#: PostHog Cloud's app hosts, which do not take events, and the ingestion host of each.
+_INGESTION_HOSTS = {
+    "https://app.posthog.com": DEFAULT_HOST,
+    "https://us.posthog.com": DEFAULT_HOST,
+    "https://eu.posthog.com": "https://eu.i.posthog.com",
+}
 
-        return str(determine_server_host(host)).rstrip("/")
-    except ImportError:  # pragma: no cover - posthog is a dependency
-        return (host or DEFAULT_HOST).rstrip("/")
+
+def ingestion_host(host: str | None) -> str:
+    """The capture host for a configured one: PostHog Cloud's app hosts map to their
+    ingestion hosts (as the posthog SDK maps them); any other host is used as given."""
+    host = (host or "").strip().rstrip("/") or DEFAULT_HOST
+    return _INGESTION_HOSTS.get(host, host)
 
 
 class PostHogSink:
