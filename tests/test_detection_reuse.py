@@ -159,3 +159,42 @@ async def test_header_pairs_given_as_lists_are_detected_one_by_one(
     first, second = sink.named("api_request")
     assert first.distinct_id != second.distinct_id
     assert first.properties["client_library"] == second.properties["client_library"] == "curl"
+
+
+async def test_queued_asgi_records_keep_only_the_headers_the_worker_reads(
+    make_client: MakeClient,
+) -> None:
+    """The server's header list and the pairs no one reads die with the request; what a
+    queued record holds is a tuple (the garbage collector stops tracking it)."""
+
+    def caller_from_tenant_header(view: Any) -> apiusage.Identity | None:
+        tenant = view.header("x-tenant")  # a user resolver runs while the request is live
+        return apiusage.Identity(distinct_id=f"tenant-{tenant}") if tenant else None
+
+    client, sink = make_client(identify=caller_from_tenant_header, **ONE_BATCH)
+    queued: list[Any] = []
+    submit = client.delivery.submit
+
+    def keep(item: Any) -> bool:
+        queued.append(item)
+        return submit(item)
+
+    client.delivery.submit = keep  # type: ignore[method-assign]
+    transport = httpx.ASGITransport(app=apiusage.ASGIMiddleware(_asgi_app, client=client))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+        await http.get(
+            "/v1/items",
+            headers={"X-Tenant": "t1", "X-API-Key": "key-a", "X-Request-Id": "r-1"},
+        )
+    [record] = queued
+    assert isinstance(record.raw_headers, tuple)
+    assert {name for name, _ in record.raw_headers} == {
+        b"x-api-key",
+        b"user-agent",
+        b"accept",
+    }
+    assert client.flush(10)
+    [event] = sink.named("api_request")
+    assert event.distinct_id == "tenant-t1"
+    assert event.properties["auth_method"] == "api_key"
+    assert event.properties["client_library"] == "python-httpx"

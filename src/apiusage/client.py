@@ -141,14 +141,7 @@ class UsageClient:
             sample_rate=settings.sample_rate,
             route_sample_rates=settings.route_sample_rates,
         )
-        read_headers = _read_headers(settings)
-        self.pipeline = EventPipeline(
-            self.builder,
-            self.fallback_resolver,
-            self.sink,
-            self.stats,
-            read_headers=read_headers,
-        )
+        self.pipeline = EventPipeline(self.builder, self.fallback_resolver, self.sink, self.stats)
         self.delivery: Delivery = BackgroundDelivery(
             self.pipeline.process,
             self.stats,
@@ -167,7 +160,9 @@ class UsageClient:
         }
         self._excluded_exact = frozenset(exact)
         self._excluded_prefixes = tuple(p for p in settings.exclude_paths if p.endswith("/"))
+        read_headers = _read_headers(settings)
         self._environ_keys = _environ_keys(read_headers)
+        self._header_names = frozenset(name.encode("latin-1") for name in read_headers)
         self._closed = False
         self._enabled = settings.enabled
         self._release = lifetime.watch(
@@ -346,7 +341,10 @@ class UsageClient:
 
         A queued record that still held the environ or scope would keep the framework's
         request, its state and user objects alive until the next batch: measured, that
-        garbage-collector work costs more than everything else on the request path.
+        garbage-collector work costs more than everything else on the request path. Of the
+        headers, only those the worker reads are kept (the same for ASGI and WSGI): the
+        server's header list and the pairs no one reads die with the request, and what
+        stays is a tuple, which the collector stops tracking.
 
         Returns the record's estimated size in memory, for the queue's byte bound, with
         each header at an average size: measuring costs the request path more than the
@@ -356,10 +354,15 @@ class UsageClient:
         scope = record.scope
         size = RECORD_BYTES + len(record.path) + len(record.query_string)
         raw = record.raw_headers
-        if isinstance(raw, dict):  # a WSGI environ or Django META: copy the headers we read
+        if isinstance(raw, dict):  # a WSGI environ or Django META
             raw = record.raw_headers = {key: raw[key] for key in self._environ_keys if key in raw}
-        elif record.route is None and "type" in scope:  # ASGI: headers kept as they are
-            record.route = asgi_route_template(scope, record.root_path, record.status, record.path)
+        else:  # ASGI (name, value) pairs, names in lower case
+            names = self._header_names
+            raw = record.raw_headers = tuple([pair for pair in raw if pair[0] in names])
+            if record.route is None and "type" in scope:
+                record.route = asgi_route_template(
+                    scope, record.root_path, record.status, record.path
+                )
         size += AVERAGE_HEADER_BYTES * len(raw)
         if record.journey:
             for event in record.journey:

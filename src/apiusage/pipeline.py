@@ -11,7 +11,7 @@ delivered, sampled out, or dropped with its reason.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from apiusage.builder import Built, Detected, EventBuilder
@@ -63,15 +63,12 @@ class EventPipeline:
         sink: Sink,
         stats: Stats,
         *,
-        read_headers: Iterable[str],
         behind: Callable[[], bool] = lambda: False,
     ) -> None:
         self.builder = builder
         self.fallback_resolver = fallback_resolver
         self.sink = sink
         self.stats = stats
-        #: The headers detection and the built-in resolvers read (lower-case names).
-        self.read_headers = frozenset(name.lower().encode("latin-1") for name in read_headers)
         #: True when the worker is falling behind: it then stops pausing, since a saturated
         #: loop would hold the GIL a whole switch interval after every pause, and the queue
         #: would overflow.
@@ -107,18 +104,15 @@ class EventPipeline:
 
     def _detection_key(self, record: RequestRecord, route: str | None) -> Hashable | None:
         """Everything detection and the built-in resolvers read of a request: its route,
-        query string, the headers they read, and its path when the route names no
-        version. None when it cannot be a key (unhashable headers).
+        query string, headers, and its path when the route names no version. None when it
+        cannot be a key (unhashable headers).
 
+        Queued records keep only the headers the worker reads (``UsageClient._detach``).
         Detectors and built-in resolvers must read nothing else (not the status, not the
         state): requests with equal keys share what was detected.
         """
         raw = record.raw_headers
-        if isinstance(raw, dict):  # WSGI: only the headers read were kept (see _detach)
-            headers: tuple[Any, ...] = tuple(raw.items())
-        else:
-            read = self.read_headers
-            headers = tuple([pair for pair in raw if pair[0] in read])
+        headers = tuple(raw.items()) if isinstance(raw, dict) else tuple(raw)
         path = record.path if self.builder.versions.reads_path(route) else None
         key = (route, path, record.query_string, headers)
         try:
