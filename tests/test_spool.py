@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 import apiusage
+import apiusage.sinks.posthog as posthog_sink
 from apiusage.record import JourneyEvent
+from apiusage.sinks.posthog import ATTEMPTS_BEFORE_SPOOLING
 from apiusage.wire.encoding import EncodedEvent
 from apiusage.wire.spool import Spool
 from tests.support.capture_server import CaptureServer
@@ -33,10 +35,7 @@ def _client(capture: CaptureServer, spool: Path, **settings: object) -> apiusage
         posthog_host=capture.url,
         identity_secret="spool-test-secret-0123456789",
         spool=str(spool),
-        max_attempts=2,
-        batch_size=10,
-        flush_interval=0.05,
-        **settings,
+        **{"max_attempts": 2, "batch_size": 10, "flush_interval": 0.05, **settings},
     )
     client.sink.sender.backoff = 0.01  # type: ignore[attr-defined]  # short retry waits
     return client
@@ -174,3 +173,33 @@ def test_a_healthy_process_never_creates_the_spool(capture: CaptureServer, tmp_p
     finally:
         client.close(timeout=5)
     assert not (tmp_path / "spool.sqlite3").exists()
+
+
+def test_spooled_events_are_replayed_once_posthog_answers_with_no_new_traffic(
+    capture: CaptureServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(posthog_sink, "REPLAY_PROBE_SECONDS", 0.1)
+    client = _client(capture, tmp_path / "spool.sqlite3", max_attempts=5)
+    try:
+        capture.fail_next(1000, 503)  # PostHog is down
+        _track(client, 0, 10)
+        assert client.flush(10)
+        stats = client.stats.snapshot()
+        assert stats["events_spooled"] == 10
+        # Two attempts, not five, before the batch waits on disk rather than in memory.
+        assert len(capture.requests) == ATTEMPTS_BEFORE_SPOOLING
+        time.sleep(0.5)  # idle probes during the outage: each is one attempt, then a longer wait
+        probes = len(capture.requests) - ATTEMPTS_BEFORE_SPOOLING
+        assert 1 <= probes <= 4
+        capture.reset()  # PostHog is back; nothing new is recorded
+        deadline = time.monotonic() + 10
+        while sum(_received_numbers(capture).values()) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(_received_numbers(capture).elements()) == list(range(10))
+        assert client.stats.snapshot()["events_replayed"] == 10
+        assert client.sink.spool.waiting() == 0  # type: ignore[attr-defined]
+        requests = len(capture.requests)
+        time.sleep(0.3)  # nothing waits any more: the idle worker does not knock again
+        assert len(capture.requests) == requests
+    finally:
+        client.close(timeout=5)

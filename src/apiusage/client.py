@@ -150,6 +150,7 @@ class UsageClient:
             batch_size=settings.batch_size,
             flush_interval=settings.flush_interval,
             after_fork=_after_fork_hook(self.stats, self.builder, self.sink),
+            when_idle=getattr(self.sink, "when_idle", None),
         )
         delivery = self.delivery
         self.pipeline.behind = lambda: delivery.behind

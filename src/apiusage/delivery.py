@@ -3,7 +3,8 @@
 The request path only appends to a deque (no I/O; one uncontended lock keeps positions in
 the queue's order, for callers that wait for their own items). A daemon thread wakes every
 ``flush_interval`` seconds, or as soon as a batch is full, builds events and hands them
-to the sink. Shutdown drains what is queued within a time bound; whatever cannot be
+to the sink (and, when a wait ran its course, gives the sink a moment for its own work:
+replaying spooled events). Shutdown drains what is queued within a time bound; whatever cannot be
 delivered by then is counted as dropped, never lost silently.
 
 :class:`Delivery` is the seam for other strategies (serverless flush-per-invocation,
@@ -89,8 +90,13 @@ class BackgroundDelivery:
         max_queue_bytes: int = 64 * 1024 * 1024,
         flush_interval: float,
         after_fork: Callable[[], None] | None = None,
+        when_idle: Callable[[], None] | None = None,
     ) -> None:
         self._process = process
+        #: Called on the worker after each ``flush_interval`` that no full batch cut short
+        #: (the sink replays spooled events then).
+        self._when_idle = when_idle
+        self._idle_guard = stats.guard("idle work of the delivery worker")
         self._stats = stats
         self._batch_guard = stats.guard("delivering a batch")
         self._max_queue_size = max_queue_size
@@ -193,11 +199,14 @@ class BackgroundDelivery:
 
     def _run(self) -> None:
         while True:
-            self._wakeup.wait(self._flush_interval)
+            woken = self._wakeup.wait(self._flush_interval)
             self._wakeup.clear()
             self._drain()
             if self._stopping:
                 return
+            if not woken and self._when_idle is not None:
+                with self._idle_guard:
+                    self._when_idle()
 
     def _drain(self) -> None:
         queue = self._queue

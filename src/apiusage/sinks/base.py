@@ -17,6 +17,9 @@ class Sink(Protocol):
     ``send`` is called from one background thread at a time and never from an event loop.
     It returns how many of ``events`` it accepted (the rest are counted as dropped) and
     raises when it could take none (all are counted as dropped).
+
+    A sink may also have ``when_idle()``: the worker calls it when a ``flush_interval``
+    passed without a full batch (the PostHog sink replays spooled events then).
     """
 
     def send(self, events: Sequence[Event], groups: Sequence[GroupUpdate]) -> int: ...

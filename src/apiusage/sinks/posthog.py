@@ -26,6 +26,15 @@ __all__ = ["DEFAULT_HOST", "PostHogSink", "ingestion_host"]
 
 DEFAULT_HOST = "https://us.i.posthog.com"
 
+#: With a spool, attempts a batch gets before it waits on disk: a second one rides out a
+#: blip (after the sender's backoff); more would hold the worker for seconds while the
+#: events exist only in memory, where a crash or SIGKILL loses them.
+ATTEMPTS_BEFORE_SPOOLING = 2
+#: Seconds between tries to replay spooled events while no batch is being sent (the first
+#: try comes at the first idle moment); doubled after each failed try, up to the maximum.
+REPLAY_PROBE_SECONDS = 1.0
+MAX_REPLAY_PROBE_SECONDS = 60.0
+
 
 #: PostHog Cloud's app hosts, which do not take events, and the ingestion host of each.
 _INGESTION_HOSTS = {
@@ -77,6 +86,11 @@ class PostHogSink:
         #: Where events wait while PostHog cannot be reached (None: they are dropped).
         self.spool = spool
         self._outage = False
+        # Whether events may wait on disk (from an earlier process, or spooled since), and
+        # when an idle worker next tries to replay them (see ``when_idle``).
+        self._maybe_waiting = spool is not None and spool.path.exists()
+        self._probe_interval = REPLAY_PROBE_SECONDS
+        self._next_probe = 0.0
 
     @classmethod
     def from_client(
@@ -102,8 +116,12 @@ class PostHogSink:
         encoded: list[EncodedEvent] = [encoder.encode_group(group) for group in groups]
         encode_event = encoder.encode_event
         encoded.extend([encode_event(event) for event in events])
-        # During an outage each batch gets one attempt, then waits on disk with the rest.
-        attempts = 1 if self._outage and self.spool is not None else None
+        # With a spool a batch gets few attempts, during an outage one, then waits on disk.
+        attempts = None
+        if self.spool is not None:
+            attempts = (
+                1 if self._outage else min(ATTEMPTS_BEFORE_SPOOLING, self.sender.max_attempts)
+            )
         outcome = self.last_outcome = self.sender.send(encoded, attempts=attempts)
         lost = [*outcome.rejected]
         if outcome.failed:
@@ -113,7 +131,7 @@ class PostHogSink:
                 lost.extend(outcome.failed)
         elif outcome.delivered:
             self._outage = False
-            if self.spool is not None:
+            if self._maybe_waiting:
                 self._replay()
         if outcome.rejected and self.spool is not None:
             with self.stats.guard("keeping rejected events aside"):
@@ -133,6 +151,14 @@ class PostHogSink:
             self.stats.error("spooling undelivered events", exc)
             return False
         self.stats.add("events_spooled", len(failed))
+        self._maybe_waiting = True
+        self.stats.warn(
+            "spooled",
+            "apiusage: %d events PostHog could not take wait in %s; they are sent (with their "
+            "original uuid and time) once it answers, by this process or the next.",
+            len(failed),
+            self.spool.path,
+        )
         if dropped:
             self.stats.add("dropped_spool_full", dropped)
             self.stats.warn(
@@ -154,6 +180,9 @@ class PostHogSink:
             for _ in range(max_bodies):
                 claimed = spool.claim(self.sender.max_body_bytes)
                 if not claimed:
+                    # Nothing left, or what is left is claimed by another process (which
+                    # will send or release it): look again only once something is spooled.
+                    self._maybe_waiting = False
                     return
                 outcome = self.sender.send([event for _, event in claimed], attempts=1)
                 undelivered = {event.uuid for event in outcome.failed}
@@ -166,6 +195,25 @@ class PostHogSink:
                 if undelivered:
                     self._outage = True
                     return
+                self._outage = False
+
+    def when_idle(self) -> None:
+        """The delivery worker has nothing to send: replay what waits on disk, so that
+        spooled events (this process's, or those of one that crashed) do not wait for
+        the next request. During an outage a try is made every second at first, then
+        less and less often (up to a minute apart)."""
+        if not self._maybe_waiting:
+            return
+        now = time.monotonic()
+        if now < self._next_probe:
+            return
+        self._replay()
+        if self._outage:
+            self._next_probe = now + self._probe_interval
+            self._probe_interval = min(MAX_REPLAY_PROBE_SECONDS, self._probe_interval * 2)
+        else:
+            self._probe_interval = REPLAY_PROBE_SECONDS
+            self._next_probe = 0.0
 
     def after_fork(self) -> None:
         self.sender.after_fork()
