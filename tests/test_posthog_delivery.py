@@ -265,6 +265,23 @@ def test_timeouts_are_retried(server: CaptureServer) -> None:
     assert sink.last_outcome.failed == []
 
 
+@pytest.mark.parametrize("fault", ["reset", "garbage"])
+def test_broken_answers_are_retried_on_a_new_connection(server: CaptureServer, fault: str) -> None:
+    """A connection reset (TCP RST) or bytes that are not HTTP (a broken proxy): the batch
+    is sent again, on a fresh connection, with the same uuids; nothing is lost or doubled."""
+    sink, stats = make_sink(server)
+    server.fail_next(1, fault=fault)
+    events = [request_event(n) for n in range(3)]
+    assert sink.send(events, []) == 3
+    first, second = server.batches(accepted_only=False)
+    assert second.status == 200
+    assert [e["uuid"] for e in first.batch] == [e["uuid"] for e in second.batch]
+    assert sorted(e["uuid"] for e in server.events()) == sorted(e.uuid for e in events)
+    assert sink.last_outcome.failed == sink.last_outcome.rejected == []
+    assert stats.snapshot()["internal_errors"] == 0
+    assert sink.send([request_event(9)], []) == 1  # and the connection after it works
+
+
 def test_unreachable_posthog_is_retried_then_counted(server: CaptureServer) -> None:
     stats = Stats()
     sink = PostHogSink(API_KEY, f"http://127.0.0.1:{free_port()}", stats=stats, max_attempts=3)

@@ -183,14 +183,18 @@ def test_spooled_events_are_replayed_once_posthog_answers_with_no_new_traffic(
     try:
         capture.fail_next(1000, 503)  # PostHog is down
         _track(client, 0, 10)
-        assert client.flush(10)
-        stats = client.stats.snapshot()
-        assert stats["events_spooled"] == 10
+        deadline = time.monotonic() + 10
+        while client.stats.snapshot()["events_spooled"] < 10:  # the worker's own pace
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         # Two attempts, not five, before the batch waits on disk rather than in memory.
-        assert len(capture.requests) == ATTEMPTS_BEFORE_SPOOLING
+        first, second = capture.requests[:ATTEMPTS_BEFORE_SPOOLING]
+        assert [e["uuid"] for e in first.batch] == [e["uuid"] for e in second.batch]
+        assert len(first.batch) == 10
+        assert client.flush(10)
+        before = len(capture.requests)
         time.sleep(0.5)  # idle probes during the outage: each is one attempt, then a longer wait
-        probes = len(capture.requests) - ATTEMPTS_BEFORE_SPOOLING
-        assert 1 <= probes <= 4
+        assert 1 <= len(capture.requests) - before <= 4
         capture.reset()  # PostHog is back; nothing new is recorded
         deadline = time.monotonic() + 10
         while sum(_received_numbers(capture).values()) < 10 and time.monotonic() < deadline:
@@ -203,3 +207,20 @@ def test_spooled_events_are_replayed_once_posthog_answers_with_no_new_traffic(
         assert len(capture.requests) == requests
     finally:
         client.close(timeout=5)
+
+
+def test_closing_tries_once_more_to_send_what_waits(
+    capture: CaptureServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostHog came back after the last try: the process stopping sends what waits on
+    disk (within its shutdown budget) rather than leaving it to the next process."""
+    monkeypatch.setattr(posthog_sink, "REPLAY_PROBE_SECONDS", 30.0)  # no idle try in time
+    client = _client(capture, tmp_path / "spool.sqlite3")
+    capture.fail_next(1000, 503)
+    _track(client, 0, 10)
+    assert client.flush(10)
+    assert client.stats.snapshot()["events_spooled"] == 10
+    capture.reset()
+    client.close(timeout=5)
+    assert sorted(_received_numbers(capture).elements()) == list(range(10))
+    assert Spool(tmp_path / "spool.sqlite3", max_bytes=10**6).waiting() == 0

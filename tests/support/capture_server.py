@@ -3,8 +3,9 @@
 It listens on 127.0.0.1 (a free port), accepts ``POST /batch/`` bodies (optionally
 ``Content-Encoding: gzip``), keeps every decoded batch with its raw headers, and answers
 ``200 {"status": 1}``. It can be told to fail the next N batch requests with a given
-status (and headers such as ``Retry-After``), to answer them only after a delay, and to
-refuse bodies over a size with 413, as PostHog does, to exercise retries, splits and drops.
+status (and headers such as ``Retry-After``), to answer them only after a delay, to break
+them (a connection reset, or bytes that are not HTTP), and to refuse bodies over a size
+with 413, as PostHog does, to exercise retries, splits and drops.
 Anything else (``/flags``, ``/decide`` …) is recorded and answered ``200 {}``.
 
 Use it as a context manager::
@@ -22,6 +23,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -64,8 +67,9 @@ class CaptureServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._lock = threading.Condition()
         self._requests: list[ReceivedRequest] = []
-        # How to answer the next batch requests: (status, extra headers, delay in seconds).
-        self._failures: list[tuple[int, dict[str, str], float]] = []
+        # How to answer the next batch requests: (status, extra headers, delay in seconds,
+        # fault). A fault replaces the answer: "reset" or "garbage".
+        self._failures: list[tuple[int, dict[str, str], float, str | None]] = []
         #: Decoded bodies larger than this are answered 413 (None: no limit).
         self.max_body_bytes: int | None = None
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
@@ -109,14 +113,19 @@ class CaptureServer:
         *,
         headers: dict[str, str] | None = None,
         delay: float = 0.0,
+        fault: str | None = None,
     ) -> None:
         """Answer the next ``count`` batch requests with ``status`` (then 200 again).
 
         ``headers`` are added to those answers; ``delay`` holds each answer back that long
-        (longer than the client's timeout makes it a timeout).
+        (longer than the client's timeout makes it a timeout). ``fault`` answers with no
+        HTTP at all: ``"reset"`` resets the connection (TCP RST) once the body is read,
+        ``"garbage"`` writes bytes that are not an HTTP response and closes it.
         """
+        if fault not in (None, "reset", "garbage"):
+            raise ValueError(f"unknown fault {fault!r}")
         with self._lock:
-            self._failures.extend([(status, dict(headers or {}), delay)] * count)
+            self._failures.extend([(status, dict(headers or {}), delay, fault)] * count)
 
     def reset(self) -> None:
         with self._lock:
@@ -200,13 +209,13 @@ class CaptureServer:
             self._requests.append(request)
             self._lock.notify_all()
 
-    def _answer_for_batch(self, size: int) -> tuple[int, dict[str, str], float]:
+    def _answer_for_batch(self, size: int) -> tuple[int, dict[str, str], float, str | None]:
         with self._lock:
             if self._failures:
                 return self._failures.pop(0)
         if self.max_body_bytes is not None and size > self.max_body_bytes:
-            return 413, {}, 0.0
-        return 200, {}, 0.0
+            return 413, {}, 0.0, None
+        return 200, {}, 0.0, None
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -248,8 +257,8 @@ class CaptureServer:
                 except ValueError:
                     payload = None
                 is_batch = self.command == "POST" and self.path.split("?")[0] == "/batch/"
-                status, extra_headers, delay = (
-                    server._answer_for_batch(len(decoded)) if is_batch else (200, {}, 0.0)
+                status, extra_headers, delay, fault = (
+                    server._answer_for_batch(len(decoded)) if is_batch else (200, {}, 0.0, None)
                 )
                 if delay:
                     time.sleep(delay)
@@ -265,13 +274,26 @@ class CaptureServer:
                         client_port=int(self.client_address[1]),
                     )
                 )
-                if not is_batch:
+                if fault is not None:
+                    self._break(fault)
+                elif not is_batch:
                     self._answer(200, {})
                 elif status == 200:
                     self._answer(200, {"status": 1})
                 else:
                     detail = f"capture server answered {status}"
                     self._answer(status, {"detail": detail}, extra_headers)
+
+            def _break(self, fault: str) -> None:
+                self.close_connection = True
+                if fault == "garbage":
+                    self.wfile.write(b"\x00\xffTHIS IS NOT HTTP\r\n\r\n{]")
+                    self.wfile.flush()
+                    return
+                # SO_LINGER 0: close() sends a TCP RST instead of a FIN.
+                linger = struct.pack("ii", 1, 0)
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.connection.close()
 
             do_POST = _handle
             do_GET = _handle

@@ -225,10 +225,14 @@ class PostHogSink:
         self.sender.finish_by(deadline)
 
     def flush(self, timeout: float) -> None:
-        return None  # nothing is buffered here: send() returns once a batch is settled
+        """Nothing is buffered here (``send()`` returns once a batch is settled); what
+        waits on disk is tried, as the idle worker would (see :meth:`when_idle`)."""
+        self.when_idle()
 
     def close(self, timeout: float) -> None:
         self.sender.finish_by(time.monotonic() + timeout)
+        if self._maybe_waiting:  # a last try, within the shutdown budget, whatever the outage
+            self._replay()
         self.sender.stop()
         self.transport.close()
         if self.spool is not None:
