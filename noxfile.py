@@ -136,6 +136,7 @@ BENCHMARKS = {
     "total": "benchmarks/bench_total.py",  # total CPU per request, delivery included
     "server": "benchmarks/bench_server.py",  # real servers under load (needs wrk)
     "memory": "benchmarks/bench_memory.py",  # bytes per queued record
+    "faults": "benchmarks/bench_faults.py",  # loss and cost per flush strategy under faults
     "instructions": "benchmarks/instructions.py",  # request path under callgrind
     "total_instructions": "benchmarks/total_instructions.py",  # whole process, callgrind
 }

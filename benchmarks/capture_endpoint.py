@@ -11,9 +11,13 @@ Endpoints:
   ``Content-Encoding: gzip`` or plain, ``{"api_key": ..., "batch": [...]}``; the items of
   ``batch`` are counted (a body without ``batch`` counts as one event). Answers
   ``200 {"status": 1}``; a body that cannot be decoded answers 400 and is counted as bad.
-* ``GET /count``: ``{"events": N, "by_event": {name: n}, "batches": B, "bad_requests": X,
-  "bytes": Y}``.
+* ``GET /count``: ``{"events": N, "by_event": {name: n}, "unique_events": U,
+  "batches": B, "bad_requests": X, "refused_batches": R, "bytes": Y}`` (``unique_events``:
+  distinct ``uuid`` values among the events; ``events - unique_events`` arrived twice).
 * ``POST /reset``: zeroes every counter.
+* ``POST /_fault`` with ``{"status": S, "delay": D}``: from now on, answer every capture
+  request ``S`` (its events are not counted: PostHog is down) after ``D`` seconds (a
+  status of 200 with a delay: PostHog is slow); ``{}`` restores the normal answer.
 * Anything else (``/flags`` …): ``200 {}``.
 """
 
@@ -26,6 +30,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import zlib
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,13 +51,19 @@ class Counters:
         self.by_event: Counter[str] = Counter()
         self.batches = 0
         self.bad_requests = 0
+        self.refused_batches = 0
         self.bytes = 0
+        self.uuids: set[str] = set()
+        #: (status, delay) for every capture request while a fault is set.
+        self.fault: tuple[int, float] | None = None
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
                 "events": self.events,
                 "by_event": dict(self.by_event),
+                "unique_events": len(self.uuids),
+                "refused_batches": self.refused_batches,
                 "batches": self.batches,
                 "bad_requests": self.bad_requests,
                 "bytes": self.bytes,
@@ -61,7 +72,9 @@ class Counters:
     def reset(self) -> None:
         with self.lock:
             self.events = self.batches = self.bad_requests = self.bytes = 0
+            self.refused_batches = 0
             self.by_event.clear()
+            self.uuids.clear()
 
 
 def _decode(raw: bytes, encoding: str, query: str) -> Any:
@@ -105,9 +118,28 @@ def make_server(host: str, port: int, counters: Counters) -> ThreadingHTTPServer
                 counters.reset()
                 self._answer(200, {"status": 1})
                 return
+            if path == "/_fault":
+                setting = json.loads(raw or b"{}")
+                counters.fault = (
+                    (int(setting.get("status", 200)), float(setting.get("delay", 0.0)))
+                    if setting
+                    else None
+                )
+                self._answer(200, {"status": 1})
+                return
             if path not in CAPTURE_PATHS:
                 self._answer(200, {})
                 return
+            fault = counters.fault
+            if fault is not None:
+                status, delay = fault
+                if delay:
+                    time.sleep(delay)
+                if status != 200:
+                    with counters.lock:
+                        counters.refused_batches += 1
+                    self._answer(status, {"detail": "PostHog is down (benchmark fault)"})
+                    return
             try:
                 encoding = (self.headers.get("Content-Encoding") or "").lower()
                 payload = _decode(raw, encoding, query)
@@ -123,7 +155,9 @@ def make_server(host: str, port: int, counters: Counters) -> ThreadingHTTPServer
             else:
                 events = [payload]
             names = [e.get("event") if isinstance(e, dict) else None for e in events]
+            uuids = [e.get("uuid") for e in events if isinstance(e, dict)]
             with counters.lock:  # counted before answering: a flush that returns sees it
+                counters.uuids.update(str(u) for u in uuids if u)
                 counters.events += len(events)
                 counters.by_event.update(str(name) for name in names)
                 counters.batches += 1

@@ -31,6 +31,9 @@ import time
 from typing import Any
 
 VARIANTS = ("bare", "apiusage", "posthog-capture")
+#: Served too (FastAPI only), for ``bench_faults.py``: ``posthog.capture()`` then
+#: ``flush()`` in the middleware after every request, the usual serverless recipe.
+FLUSH_VARIANT = "posthog-capture-flush"
 #: Paths of the benchmark itself, never recorded (the ``APIUSAGE_EXCLUDE_PATHS`` value).
 BENCH_PATHS = ("/health", "/_stats", "/_stall", "/_stall/")
 STALL_INTERVAL = 0.001
@@ -48,7 +51,7 @@ def burn(loops: int) -> int:
 
 def _variant() -> str:
     variant = os.environ.get("BENCH_VARIANT", "bare")
-    if variant not in VARIANTS:
+    if variant not in (*VARIANTS, FLUSH_VARIANT):
         raise SystemExit(f"BENCH_VARIANT must be one of {VARIANTS}, not {variant!r}")
     return variant
 
@@ -189,9 +192,10 @@ class StallMonitor:
 class PosthogCaptureASGI:
     """The common recipe: one ``posthog.capture()`` per request, as a pure ASGI middleware."""
 
-    def __init__(self, app: Any, client: Any) -> None:
+    def __init__(self, app: Any, client: Any, flush: bool = False) -> None:
         self.app = app
         self.client = client
+        self.flush = flush
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or _skip(scope["path"]):
@@ -219,6 +223,8 @@ class PosthogCaptureASGI:
                     "duration_ms": (time.perf_counter() - start) * 1000,
                 },
             )
+            if self.flush:
+                self.client.flush()  # as the recipe writes it: blocking, on the event loop
 
 
 def create_fastapi_app() -> Any:
@@ -231,7 +237,7 @@ def create_fastapi_app() -> Any:
     variant = _variant()
     loops = _work_loops()
     monitor = StallMonitor()
-    client = _posthog_client() if variant == "posthog-capture" else None
+    client = _posthog_client() if variant.startswith("posthog-capture") else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -279,8 +285,8 @@ def create_fastapi_app() -> Any:
         from fastapi_apiusage import ApiUsage
 
         ApiUsage(app)
-    elif variant == "posthog-capture":
-        app.add_middleware(PosthogCaptureASGI, client=client)
+    elif variant.startswith("posthog-capture"):
+        app.add_middleware(PosthogCaptureASGI, client=client, flush=variant == FLUSH_VARIANT)
     return app
 
 

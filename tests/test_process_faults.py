@@ -89,6 +89,47 @@ def test_django_runserver_delivers_every_event_when_stopped(
         server.kill()
 
 
+def test_a_stop_takes_one_shutdown_timeout_when_posthog_hangs(
+    capture: CaptureServer, tmp_path: Path
+) -> None:
+    """uvicorn on SIGTERM: apiusage's signal handler, the lifespan shutdown and the exit
+    path each flush; with PostHog hanging they share one ``shutdown_timeout`` (2 s here),
+    rather than taking 2 s each."""
+    capture.fail_next(1000, 200, delay=30.0)  # every answer hangs
+    port = free_port()
+    server = Server(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.support.proc_asgi_app:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
+        {
+            **server_environment(capture, API_KEY),
+            "APIUSAGE_FLUSH_INTERVAL": "0.2",
+            "APIUSAGE_SHUTDOWN_TIMEOUT": "2",
+            "APIUSAGE_SPOOL": str(tmp_path / "spool.sqlite3"),
+        },
+        port,
+        tmp_path / "uvicorn.log",
+    )
+    try:
+        server.wait_ready()
+        _get(server.url, [f"/v1/items/{n}" for n in range(5)])
+        time.sleep(1.0)  # a batch is on its way (flush interval 0.2 s), and hangs
+        _get(server.url, [f"/v1/items/{n}" for n in range(5, 10)])
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=30)
+        elapsed = time.monotonic() - started
+        assert elapsed < 3.5, f"stopping took {elapsed:.1f} s with a 2 s shutdown_timeout"
+    finally:
+        server.kill()
+
+
 def test_gunicorn_preloaded_app_forked_into_workers_loses_and_doubles_nothing(
     capture: CaptureServer, tmp_path: Path
 ) -> None:

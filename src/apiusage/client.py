@@ -399,6 +399,13 @@ class UsageClient:
             return False
         return done
 
+    def flush_before_exit(self) -> bool:
+        """The process is stopping (a stop signal, the server's lifespan shutdown): flush
+        within what is left of the one ``shutdown_timeout`` the whole stop may take.
+        Blocking: not for an event loop thread."""
+        deadline = lifetime.stop_deadline(self.settings.shutdown_timeout)
+        return self.flush(max(0.0, deadline - time.monotonic()))
+
     def close(self, timeout: float | None = None) -> None:
         """Flush within the shutdown timeout and stop; called at exit automatically."""
         if self._closed:

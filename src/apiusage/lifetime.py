@@ -10,6 +10,7 @@ timeout and waits for the ones being released; a stop signal flushes them too (s
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 import weakref
@@ -23,13 +24,36 @@ from apiusage.stopping import catch_stop_signals
 if TYPE_CHECKING:
     from apiusage.client import UsageClient
 
-__all__ = ["forget", "shut_down", "watch"]
+__all__ = ["forget", "shut_down", "stop_deadline", "watch"]
 
 #: Clients not closed yet, flushed by one exit hook; held weakly, so an app's client dies
 #: with the app.
 _live: weakref.WeakSet[UsageClient] = weakref.WeakSet()
 #: Threads delivering what released clients still held; joined at exit.
 _releasing: set[threading.Thread] = set()
+#: When the process's shutdown must be done by (monotonic), once it began.
+_stop_deadline: float | None = None
+
+
+def stop_deadline(timeout: float) -> float:
+    """The process is stopping: the moment every shutdown step must be done by.
+
+    The first step (a stop signal, the ASGI lifespan shutdown, or the exit hook) sets it
+    ``timeout`` seconds ahead; the steps after it share that one budget instead of each
+    taking its own, so a stop takes at most ``shutdown_timeout`` however many of them run.
+    """
+    global _stop_deadline
+    if _stop_deadline is None:
+        _stop_deadline = time.monotonic() + timeout
+    return _stop_deadline
+
+
+def _not_stopping_in_child() -> None:
+    global _stop_deadline
+    _stop_deadline = None
+
+
+os.register_at_fork(after_in_child=_not_stopping_in_child)
 
 
 def watch(
@@ -102,7 +126,7 @@ def _flush_live_clients() -> None:
     timeout. Never raises: it runs inside a signal handler."""
     for client in list(_live):
         try:
-            client.flush()
+            client.flush_before_exit()
         except Exception as exc:  # flush() counts its own failures; this guards the rest
             client.stats.error("delivering on a stop signal", exc)
 
@@ -110,7 +134,8 @@ def _flush_live_clients() -> None:
 def _close_live_clients() -> None:
     """At exit: flush every live client, then wait for the ones being released."""
     for client in list(_live):
-        client.close()
+        deadline = stop_deadline(client.settings.shutdown_timeout)
+        client.close(max(0.0, deadline - time.monotonic()))
     for thread in list(_releasing):
         thread.join()  # each is bounded by its client's shutdown timeout
 

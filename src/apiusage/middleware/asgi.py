@@ -157,7 +157,7 @@ class ASGIMiddleware:
         async def lifespan_send(message: ASGISendEvent) -> None:
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 with self.client.stats.guard("flushing at lifespan shutdown"):
-                    await run_in_thread(self.client.flush)
+                    await run_in_thread(self.client.flush_before_exit)
             await send(message)
 
         return lifespan_send
