@@ -11,8 +11,10 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from flask import Flask
@@ -152,6 +154,45 @@ def test_when_posthog_is_unreachable_the_request_ends_within_its_budget(
     stats = usage.client.stats.snapshot()
     assert stats["requests_ended_undelivered"] == 1
     assert stats["dropped"] == 0  # still queued, or being retried: not lost
+
+
+def test_requests_waiting_for_delivery_hold_no_thread_the_app_needs(
+    posthog_env: CaptureServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty requests wait for a slow PostHog at once; meanwhile the app's own
+    ``asyncio.to_thread`` work (on the loop's default executor, six threads here) runs at
+    once: the waits are futures the delivery worker resolves, not threads."""
+    monkeypatch.setenv("APIUSAGE_DELIVERY", "end_of_request")
+    posthog_env.fail_next(100, 200, delay=0.5)  # every answer takes half a second
+    app = FastAPI()
+
+    @app.get("/v1/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    @app.get("/v1/threaded")
+    async def threaded() -> dict[str, float]:
+        started = time.perf_counter()
+        await asyncio.to_thread(lambda: None)
+        return {"waited": time.perf_counter() - started}
+
+    FastAPIApiUsage(app, exclude_paths=["/v1/threaded"])
+
+    async def scenario() -> tuple[float, int]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(6))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+            waiting = [asyncio.create_task(http.get(f"/v1/items/{n}")) for n in range(20)]
+            await asyncio.sleep(0.1)  # all twenty are waiting for PostHog now
+            waited = (await http.get("/v1/threaded")).json()["waited"]
+            statuses = [response.status_code for response in await asyncio.gather(*waiting)]
+        return waited, statuses.count(200)
+
+    waited, answered = asyncio.get_event_loop().run_until_complete(scenario())
+    assert answered == 20
+    assert waited < 0.25, f"the app's thread work waited {waited:.2f} s behind delivery"
+    assert len([e for e in posthog_env.events() if e["event"] == "api_request"]) == 20
 
 
 def test_a_request_waits_for_its_own_items_not_for_later_ones() -> None:

@@ -7,6 +7,8 @@ a client no app uses any more is released; at exit, live clients are flushed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import inspect
 import os
@@ -36,7 +38,6 @@ from apiusage.identity import (
     from_state,
     identity_from_state,
 )
-from apiusage.offload import run_in_thread
 from apiusage.pipeline import EventPipeline
 from apiusage.record import (
     AVERAGE_HEADER_BYTES,
@@ -277,17 +278,35 @@ class UsageClient:
                 return self._finish_async(record, result)
             record.identity = result
         self.submit(record)
-        deliver = self._delivery_to_wait_for()
-        return None if deliver is None else run_in_thread(deliver)
+        wait = self._wait_for_delivery()
+        return None if wait is None else self._await_delivery(*wait)
 
     async def _finish_async(
         self, record: RequestRecord, pending: Awaitable[Identity | None]
     ) -> None:
         record.identity = await self._resolved(pending)
         self.submit(record)
-        deliver = self._delivery_to_wait_for()
-        if deliver is not None:
-            await run_in_thread(deliver)
+        wait = self._wait_for_delivery()
+        if wait is not None:
+            await self._await_delivery(*wait)
+
+    async def _await_delivery(self, position: int, timeout: float) -> None:
+        """Wait, without blocking the event loop or holding a thread, until the delivery
+        worker has delivered the items up to ``position`` (it resolves a future)."""
+        loop = asyncio.get_running_loop()
+        delivered: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:  # on the worker's thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: no one waits
+                loop.call_soon_threadsafe(_resolve, delivered)
+
+        with self._finishing_guard:
+            if not self.delivery.when_delivered(position, wake):
+                return
+        try:
+            await asyncio.wait_for(delivered, timeout)
+        except TimeoutError:
+            self.stats.add("requests_ended_undelivered")
 
     async def _resolved(self, pending: Awaitable[Identity | None]) -> Identity | None:
         try:
@@ -305,13 +324,14 @@ class UsageClient:
                     result = async_to_sync(self._resolved)(result)
                 record.identity = result
             self.submit(record)
-            deliver = self._delivery_to_wait_for()
-            if deliver is not None:
-                deliver()
+            wait = self._wait_for_delivery()
+            if wait is not None and not self.delivery.deliver_through(*wait):
+                self.stats.add("requests_ended_undelivered")
 
-    def _delivery_to_wait_for(self) -> Callable[[], None] | None:
-        """Right after a request's record was queued: what delivers its events before the
-        request ends, or None when the worker delivers them later (the usual case).
+    def _wait_for_delivery(self) -> tuple[int, float] | None:
+        """Right after a request's record was queued: (position, timeout) to wait for its
+        events to be delivered before the request ends, or None when the worker delivers
+        them later (the usual case).
 
         A request waits when the runtime may freeze the process as soon as it has
         answered (``end_of_request``), or when the process is stopping and may not live
@@ -321,17 +341,10 @@ class UsageClient:
         stopping = is_stopping()
         if not (self.delivers_at_end_of_request or stopping):
             return None
-        position = self.delivery.submitted
         timeout = (
             self.settings.shutdown_timeout if stopping else self.settings.request_flush_timeout
         )
-
-        def deliver() -> None:
-            with self._finishing_guard:
-                if not self.delivery.deliver_through(position, timeout):
-                    self.stats.add("requests_ended_undelivered")
-
-        return deliver
+        return self.delivery.submitted, timeout
 
     def submit(self, record: RequestRecord) -> None:
         record.queued_bytes = self._detach(record)
@@ -431,6 +444,11 @@ def _delivers_at_end_of_request(strategy: str) -> bool:
         return False
     _announce(runtime)
     return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # it may have been cancelled (the wait timed out)
+        future.set_result(None)
 
 
 @functools.cache

@@ -58,6 +58,13 @@ class Delivery(Protocol):
         loop thread.
         """
 
+    def when_delivered(self, position: int, callback: Callable[[], None]) -> bool:
+        """:meth:`deliver_through` for callers that must not block (an event loop): the
+        items accepted up to ``position`` are delivered now, and ``callback`` is called
+        (from another thread, once) when they are, or when delivery stops. False, and no
+        call, when they already are. The caller bounds its own wait.
+        """
+
     def close(self, timeout: float) -> None:
         """Flush within ``timeout`` and stop; later submissions are dropped and counted."""
 
@@ -126,6 +133,8 @@ class BackgroundDelivery:
         self._stopping = False
         self._closed = False
         self._flush_waiters = 0
+        #: (position, callback) of when_delivered() callers, under ``_progress``.
+        self._waiters: list[tuple[int, Callable[[], None]]] = []
         self._forget_on_fork()
 
     def _forget_on_fork(self) -> None:
@@ -151,6 +160,7 @@ class BackgroundDelivery:
         self._busy = False
         self._accepted = self._processed = 0
         self._flush_waiters = 0
+        self._waiters = []
         if self._after_fork_hook is not None:
             self._after_fork_hook()
 
@@ -232,8 +242,26 @@ class BackgroundDelivery:
                     self._busy = False
                     self._processed += len(batch)
                     self._progress.notify_all()
+                    ready = self._ready_waiters()
+                self._call(ready)
         with self._progress:
             self._progress.notify_all()
+
+    def _ready_waiters(self, everyone: bool = False) -> list[Callable[[], None]]:
+        """Callbacks of the waiters whose items are processed (all of them when stopping);
+        call under ``_progress``."""
+        if not self._waiters:
+            return []
+        processed = self._processed
+        ready = [c for p, c in self._waiters if everyone or p <= processed]
+        if ready:
+            self._waiters = [(p, c) for p, c in self._waiters if not everyone and p > processed]
+        return ready
+
+    def _call(self, callbacks: list[Callable[[], None]]) -> None:
+        for callback in callbacks:
+            with self._batch_guard:
+                callback()
 
     # ------------------------------------------------------------------- shutdown
     def flush(self, timeout: float) -> bool:
@@ -269,6 +297,16 @@ class BackgroundDelivery:
             return self.flush(timeout)
         return self._wait_until(lambda: self._processed >= position, deadline)
 
+    def when_delivered(self, position: int, callback: Callable[[], None]) -> bool:
+        with self._progress:
+            if self._processed >= position:
+                return False
+            self._waiters.append((position, callback))
+        if self._thread is None:
+            self._start()
+        self._wakeup.set()
+        return True
+
     def close(self, timeout: float) -> None:
         if self._closed:
             return
@@ -289,6 +327,9 @@ class BackgroundDelivery:
             # The sink is still holding a batch past the deadline: the process is about to
             # exit, so count it as lost rather than let it vanish uncounted.
             self._stats.add("dropped_at_shutdown", self._in_flight)
+        with self._progress:  # no one waits for what will not come
+            waiting = self._ready_waiters(everyone=True)
+        self._call(waiting)
 
     @property
     def pending(self) -> int:
