@@ -5,6 +5,7 @@ Real HTTP to the local capture endpoint, which is made to fail (503) for a while
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 
 import apiusage
 import apiusage.sinks.posthog as posthog_sink
+from apiusage.events import Event, new_event_uuid
 from apiusage.record import JourneyEvent
 from apiusage.sinks.posthog import ATTEMPTS_BEFORE_SPOOLING
 from apiusage.wire.encoding import EncodedEvent
@@ -224,3 +226,74 @@ def test_closing_tries_once_more_to_send_what_waits(
     client.close(timeout=5)
     assert sorted(_received_numbers(capture).elements()) == list(range(10))
     assert Spool(tmp_path / "spool.sqlite3", max_bytes=10**6).waiting() == 0
+
+
+def test_what_shutdown_could_not_send_in_time_waits_on_disk_for_the_next_process(
+    capture: CaptureServer, tmp_path: Path
+) -> None:
+    """PostHog hangs while the process stops: the batch in flight gives up when the
+    shutdown budget runs out, and it and what is still queued are kept on disk, not
+    dropped; the next process sends them (PostHog de-duplicates the one that may have
+    arrived after all)."""
+    spool = tmp_path / "spool.sqlite3"
+    capture.fail_next(3, 200, delay=3.0)  # PostHog hangs past the shutdown budget
+    before = _client(capture, spool, flush_interval=3600, batch_size=10)
+    _track(before, 0, 30)
+    before.close(timeout=0.5)
+    stats = before.stats.snapshot()
+    assert stats["events_spooled"] == 30
+    assert stats["dropped"] == 0
+    after = _client(capture, spool)
+    try:
+        _track(after, 100, 1)
+        deadline = time.monotonic() + 10
+        while not set(range(30)) <= set(_received_numbers(capture)):
+            assert time.monotonic() < deadline, sorted(_received_numbers(capture))
+            assert after.flush(10)
+            time.sleep(0.05)
+        replayed = before.stats.snapshot()["events_replayed"]  # its last try, if in time
+        assert replayed + after.stats.snapshot()["events_replayed"] == 30
+    finally:
+        after.close(timeout=5)
+
+
+def test_records_still_queued_when_shutdown_runs_out_are_spilled_not_dropped() -> None:
+    """The worker is stuck with a batch past the deadline: the records behind it go to
+    the spill (the PostHog sink keeps them on disk); only the batch in hand is lost."""
+    from apiusage.delivery import BackgroundDelivery
+    from apiusage.health import Stats
+
+    stuck = threading.Event()
+    spilled: list[int] = []
+    stats = Stats()
+    delivery = BackgroundDelivery(
+        lambda batch: stuck.wait(10),
+        stats,
+        max_queue_size=1000,
+        batch_size=5,
+        flush_interval=3600,
+        spill=lambda items: spilled.extend(items) or len(items) - 1,  # one it cannot keep
+    )
+    for number in range(15):
+        assert delivery.submit(number)
+    try:
+        delivery.close(timeout=0.3)
+    finally:
+        stuck.set()
+    assert spilled == list(range(5, 15))
+    counts = stats.snapshot()
+    assert counts["dropped_at_shutdown"] == 5 + 1  # the batch in hand, and the one not kept
+
+
+def test_the_posthog_sink_keeps_spilled_events_for_the_next_process(
+    capture: CaptureServer, tmp_path: Path
+) -> None:
+    client = _client(capture, tmp_path / "spool.sqlite3")
+    try:
+        built = [Event("step", "job", {"n": n}, time.time(), new_event_uuid()) for n in range(4)]
+        assert client.sink.spill(built, [])  # type: ignore[attr-defined]
+        assert client.sink.spool.waiting() == 4  # type: ignore[attr-defined]
+        assert capture.requests == []  # kept, not sent
+    finally:
+        client.close(timeout=5)
+    assert sorted(_received_numbers(capture).elements()) == [0, 1, 2, 3]  # the last try

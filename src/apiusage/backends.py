@@ -54,7 +54,7 @@ def default_sink(settings: Settings, posthog_client: Any, stats: Stats) -> Sink:
         )
     path = settings.store.resolve()
     try:
-        sink = LocalStoreSink(path)
+        sink = LocalStoreSink(path, stats=stats)
     except Exception as exc:
         raise ConfigurationError(
             f"store (APIUSAGE_STORE): cannot open the local store at {path}: {exc}"

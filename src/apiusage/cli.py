@@ -1,4 +1,9 @@
-"""The ``apiusage`` command: ``apiusage report`` prints the usage summary of the local store."""
+"""The ``apiusage`` command.
+
+``apiusage report`` prints the usage summary of the local store (and what its writers
+lost); ``apiusage health`` says where events go and whether any are waiting on disk,
+were refused or were dropped, with an exit status a monitoring check can use.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,19 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from apiusage.config import ConfigurationError, load_settings
-from apiusage.report import format_summary, summarise
+from apiusage.backends import spool_for
+from apiusage.config import ConfigurationError, Settings, load_settings
+from apiusage.report import delivery_health, format_delivery, format_summary, summarise
 
 __all__ = ["main"]
+
+#: ``apiusage health``'s exit status when events wait, were refused or were dropped.
+NOT_HEALTHY = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,12 +39,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--event-name", help="name of the request event (default: APIUSAGE_EVENT_NAME)"
     )
     report.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    health = commands.add_parser(
+        "health",
+        help="where events go, and how many wait on disk, were refused or were dropped "
+        f"(exit status {NOT_HEALTHY} if any)",
+    )
+    health.add_argument("--store", type=Path, help="SQLite store (default: APIUSAGE_STORE)")
+    health.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
     except ConfigurationError as exc:
         print(f"apiusage: {exc}", file=sys.stderr)
         return 2
+    if args.command == "health":
+        return _health(settings, args.store or settings.store, as_json=args.json)
     store = args.store or settings.store
     try:
         summary = summarise(store, args.event_name or settings.event_name)
@@ -48,3 +68,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(format_summary(summary))
     return 0
+
+
+def _health(settings: Settings, store: Path, *, as_json: bool) -> int:
+    report: dict[str, Any] = {}
+    if settings.uses_posthog:
+        assert settings.posthog_api_key is not None
+        report["destination"] = f"PostHog at {settings.posthog_host}"
+        spool = spool_for(settings, settings.posthog_api_key.get_secret_value())
+        report["spool"] = None if spool is None else {"path": str(spool.path), **spool.status()}
+    else:
+        report["destination"] = f"local store at {store}"
+    report["store"] = None
+    if Path(store).exists():
+        health = delivery_health(store)
+        report["store"] = {"path": str(store), "processes": health.processes, **health.counters}
+    spooled = report.get("spool") or {}
+    stored = report["store"] or {}
+    trouble = bool(spooled.get("waiting") or spooled.get("rejected") or stored.get("dropped"))
+    if as_json:
+        print(json.dumps({**report, "healthy": not trouble}, indent=2))
+        return NOT_HEALTHY if trouble else 0
+    print(f"events go to: {report['destination']}")
+    if "spool" in report:
+        if report["spool"] is None:
+            print("spool: off (events PostHog cannot take after every attempt are dropped)")
+        else:
+            print(f"spool: {spooled['path']}")
+            oldest = spooled["oldest_waiting_at"]
+            age = f", the oldest for {time.time() - oldest:.0f} s" if oldest else ""
+            print(f"  waiting for PostHog: {spooled['waiting']} events{age}")
+            print(f"  refused by PostHog (kept aside, not retried): {spooled['rejected']}")
+            for reason, count in spooled["rejected_by_reason"].items():
+                print(f"    {count}: {reason}")
+    if report["store"] is not None:
+        for line in format_delivery(delivery_health(store)):
+            print(line)
+    print("healthy" if not trouble else "NOT HEALTHY: events wait, were refused or were dropped")
+    return NOT_HEALTHY if trouble else 0

@@ -152,6 +152,7 @@ class UsageClient:
             flush_interval=settings.flush_interval,
             after_fork=_after_fork_hook(self.stats, self.builder, self.sink),
             when_idle=getattr(self.sink, "when_idle", None),
+            spill=self.pipeline.spill,
         )
         delivery = self.delivery
         self.pipeline.behind = lambda: delivery.behind

@@ -27,6 +27,9 @@ __all__ = ["DEFAULT_ITEM_BYTES", "BackgroundDelivery", "Delivery"]
 
 #: Estimated size of a queued item when the caller does not say (a ``track()`` call …).
 DEFAULT_ITEM_BYTES = 1024
+#: At close, once the deadline passed: how long a batch still in the worker's hands may
+#: take to be settled before it counts as lost.
+_SETTLE_SECONDS = 0.25
 
 
 class Delivery(Protocol):
@@ -98,12 +101,17 @@ class BackgroundDelivery:
         flush_interval: float,
         after_fork: Callable[[], None] | None = None,
         when_idle: Callable[[], None] | None = None,
+        spill: Callable[[list[Any]], int] | None = None,
     ) -> None:
         self._process = process
         #: Called on the worker after each ``flush_interval`` that no full batch cut short
         #: (the sink replays spooled events then).
         self._when_idle = when_idle
         self._idle_guard = stats.guard("idle work of the delivery worker")
+        #: At close, what is still queued when time ran out goes here (the PostHog sink
+        #: keeps it on disk for the next process); returns how many items it kept.
+        self._spill = spill
+        self._spill_guard = stats.guard("keeping what shutdown could not deliver")
         self._stats = stats
         self._batch_guard = stats.guard("delivering a batch")
         self._max_queue_size = max_queue_size
@@ -318,11 +326,21 @@ class BackgroundDelivery:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
+            if self._busy:
+                # The sink bounds its requests by the same deadline: a batch in hand now
+                # is being settled (spooled, say) and needs moments, not seconds.
+                thread.join(_SETTLE_SECONDS)
         left = len(self._queue)
         if left:
+            items = list(self._queue)
             self._queue.clear()
             self._bytes_out = self._bytes_in
-            self._stats.add("dropped_at_shutdown", left)
+            kept = 0
+            if self._spill is not None:
+                with self._spill_guard:
+                    kept = self._spill(items)
+            if left - kept:
+                self._stats.add("dropped_at_shutdown", left - kept)
         if self._busy:
             # The sink is still holding a batch past the deadline: the process is about to
             # exit, so count it as lost rather than let it vanish uncounted.

@@ -133,6 +133,29 @@ class EventPipeline:
             return False
         return True
 
+    def spill(self, items: list[Any]) -> int:
+        """Shutdown ran out of time with ``items`` still queued: build their events and
+        have the sink keep them for a later process (``sink.spill``), instead of sending.
+        Returns how many items were kept; 0 when the sink cannot keep anything."""
+        spill = getattr(self.sink, "spill", None)
+        if spill is None:
+            return 0
+        built = Built()
+        seen: dict[Hashable, _Found] = {}
+        kept = 0
+        for item in items:
+            events_before, groups_before = len(built.events), len(built.groups)
+            try:
+                self.build(item, built, seen)
+                kept += 1
+            except Exception as exc:
+                del built.events[events_before:]
+                del built.groups[groups_before:]
+                self.stats.error("building an event", exc)
+        if not built.events and not built.groups:
+            return kept
+        return kept if spill(built.events, built.groups) else 0
+
     def process(self, items: list[Any]) -> None:
         """Build and deliver one batch; the delivery worker calls this."""
         stats = self.stats

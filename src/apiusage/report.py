@@ -14,7 +14,15 @@ from typing import Any
 
 from apiusage.sinks.store import COLUMN_PROPERTIES, connect
 
-__all__ = ["Breakdown", "UsageSummary", "format_summary", "summarise"]
+__all__ = [
+    "Breakdown",
+    "DeliveryHealth",
+    "UsageSummary",
+    "delivery_health",
+    "format_delivery",
+    "format_summary",
+    "summarise",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +31,26 @@ class Breakdown:
 
     title: str
     rows: list[tuple[str, int, int]]  # (value, requests, server errors)
+
+
+@dataclass(slots=True)
+class DeliveryHealth:
+    """What the processes that wrote to a store counted: delivered, and lost by reason."""
+
+    processes: int = 0
+    last_update: float | None = None
+    #: Summed over the processes (their latest counters): requests_recorded,
+    #: events_delivered, dropped, dropped_queue_full …
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Events lost, by reason (only reasons that happened)."""
+        return {
+            name.removeprefix("dropped_"): count
+            for name, count in self.counters.items()
+            if name.startswith("dropped_") and count
+        }
 
 
 @dataclass(slots=True)
@@ -36,6 +64,7 @@ class UsageSummary:
     journey_counts: list[tuple[str, int, int]] = field(
         default_factory=list
     )  # event, events, callers
+    delivery: DeliveryHealth = field(default_factory=DeliveryHealth)
 
 
 def _property(name: str) -> str:
@@ -110,7 +139,48 @@ def summarise(store: Path | str, event_name: str = "api_request") -> UsageSummar
                 (event_name,),
             )
         ]
+        summary.delivery = _delivery(db)
     return summary
+
+
+def delivery_health(store: Path | str) -> DeliveryHealth:
+    """The counters the processes writing to ``store`` saved there."""
+    with closing(connect(store, readonly=True)) as db:
+        return _delivery(db)
+
+
+def _delivery(db: sqlite3.Connection) -> DeliveryHealth:
+    health = DeliveryHealth()
+    try:
+        rows = db.execute("SELECT updated_at, counters FROM processes").fetchall()
+    except sqlite3.OperationalError:  # a store from before the table existed
+        return health
+    for updated_at, counters in rows:
+        health.processes += 1
+        health.last_update = max(health.last_update or 0.0, float(updated_at))
+        for name, value in json.loads(counters).items():
+            if isinstance(value, int):
+                health.counters[name] = health.counters.get(name, 0) + value
+    return health
+
+
+def format_delivery(health: DeliveryHealth) -> list[str]:
+    """Lines saying what was delivered and what was lost, by reason."""
+    if not health.processes:
+        return []
+    counters = health.counters
+    lines = [
+        "",
+        f"Delivery ({health.processes} process{'es' if health.processes != 1 else ''})",
+        "--------",
+        f"requests recorded: {counters.get('requests_recorded', 0)}   "
+        f"events delivered: {counters.get('events_delivered', 0)}   "
+        f"dropped: {counters.get('dropped', 0)}   "
+        f"internal errors: {counters.get('internal_errors', 0)}",
+    ]
+    for reason, count in sorted(health.dropped.items(), key=lambda item: -item[1]):
+        lines.append(f"  dropped ({reason.replace('_', ' ')}): {count}")
+    return lines
 
 
 def format_summary(summary: UsageSummary, *, width: int = 48) -> str:
@@ -142,4 +212,5 @@ def format_summary(summary: UsageSummary, *, width: int = 48) -> str:
         ]
         for name, count, callers in summary.journey_counts:
             lines.append(f"{name:<{width}} {count:>9} {callers:>8}")
+    lines += format_delivery(summary.delivery)
     return "\n".join(lines)

@@ -197,6 +197,16 @@ class PostHogSink:
                     return
                 self._outage = False
 
+    def spill(self, events: Sequence[Event], groups: Sequence[GroupUpdate]) -> bool:
+        """Shutdown ran out of time: keep these events on disk, unsent, for the next
+        process to replay. False (nothing kept) without a spool or if writing failed."""
+        if self.spool is None:
+            return False
+        encoder = self.encoder
+        encoded = [encoder.encode_group(group) for group in groups]
+        encoded.extend([encoder.encode_event(event) for event in events])
+        return self._spooled(encoded)
+
     def when_idle(self) -> None:
         """The delivery worker has nothing to send: replay what waits on disk, so that
         spooled events (this process's, or those of one that crashed) do not wait for

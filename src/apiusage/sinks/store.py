@@ -12,6 +12,9 @@ and a store written by an older apiusage is migrated in place when it is opened.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -22,6 +25,7 @@ from typing import Any
 import orjson
 
 from apiusage.events import Event, GroupUpdate, SharedProperties
+from apiusage.health import Stats
 
 __all__ = [
     "COLUMN_PROPERTIES",
@@ -87,6 +91,12 @@ CREATE TABLE IF NOT EXISTS persons (
     properties TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS processes (
+    process TEXT PRIMARY KEY,
+    started_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    counters TEXT NOT NULL
+);
 """
 _INSERT_EVENT = (
     "INSERT OR IGNORE INTO events (uuid, event, distinct_id, timestamp, organisation, route, "
@@ -104,6 +114,11 @@ _MIGRATE_1_TO_2 = (
 )
 
 _BUSY_TIMEOUT_MS = 10_000
+_SAVE_COUNTERS = (
+    "INSERT INTO processes (process, started_at, updated_at, counters) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (process) DO UPDATE SET updated_at = excluded.updated_at, "
+    "counters = excluded.counters"
+)
 
 
 def _dumps(value: Any) -> str:
@@ -194,6 +209,16 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     return connection
 
 
+def _process_name() -> str:
+    """This writer, as the ``processes`` table names it: host, pid, and when it started
+    (a process may make more than one client, each with its own counters)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+
+
+def _lost(stats: Stats | None) -> bool:
+    return stats is not None and stats.snapshot()["dropped"] > 0
+
+
 def _event_row(event: Event) -> tuple[Any, ...]:
     shared = event.shared
     if shared is None:
@@ -242,12 +267,20 @@ def _remember_shared(shared: SharedProperties) -> tuple[tuple[Any, ...], str]:
 
 
 class LocalStoreSink:
-    """Writes events into the SQLite store, one transaction per batch."""
+    """Writes events into the SQLite store, one transaction per batch.
 
-    def __init__(self, path: Path | str) -> None:
+    With ``stats``, each batch also saves the process's counters (delivered, dropped by
+    reason …) in the ``processes`` table, and closing saves the last ones, so that
+    ``apiusage report`` and ``apiusage health`` show what was lost, not only what arrived.
+    """
+
+    def __init__(self, path: Path | str, *, stats: Stats | None = None) -> None:
         self.path = Path(path)
+        self.stats = stats
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._process = _process_name()
+        self._started_at = time.time()
         # Fail at start-up, not on the first request, if the store cannot be created.
         connect(self.path).close()
 
@@ -260,6 +293,13 @@ class LocalStoreSink:
         """Forget the parent's connection: SQLite connections must not cross a fork."""
         self._connection = None
         self._lock = threading.Lock()
+        self._process = _process_name()
+        self._started_at = time.time()
+
+    def _counters_row(self, now: float) -> tuple[str, float, float, str] | None:
+        if self.stats is None:
+            return None
+        return (self._process, self._started_at, now, _dumps(self.stats.snapshot()))
 
     def send(self, events: Sequence[Event], groups: Sequence[GroupUpdate]) -> int:
         event_rows = [_event_row(event) for event in events]
@@ -293,6 +333,9 @@ class LocalStoreSink:
                         "updated_at = excluded.updated_at",
                         group_rows,
                     )
+                counters = self._counters_row(now)
+                if counters is not None:
+                    db.execute(_SAVE_COUNTERS, counters)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -304,6 +347,12 @@ class LocalStoreSink:
 
     def close(self, timeout: float) -> None:
         with self._lock:
+            counters = self._counters_row(time.time())
+            if counters is not None and (self._connection is not None or _lost(self.stats)):
+                # The last counters (what shutdown delivered or dropped); a store gone or
+                # locked past the timeout leaves nothing to save them to.
+                with contextlib.suppress(sqlite3.Error):
+                    self._db().execute(_SAVE_COUNTERS, counters)
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None

@@ -151,6 +151,29 @@ class Spool:
             (count,) = db.execute("SELECT count(*) FROM waiting").fetchone()
         return int(count)
 
+    def status(self) -> dict[str, object]:
+        """What waits and what was refused, for ``apiusage health``: ``waiting`` (events),
+        ``oldest_waiting_at`` (epoch seconds or None), ``rejected`` (events) and
+        ``rejected_by_reason`` ({reason: events})."""
+        if not self.path.exists():
+            return {
+                "waiting": 0,
+                "oldest_waiting_at": None,
+                "rejected": 0,
+                "rejected_by_reason": {},
+            }
+        with self._transaction() as db:
+            waiting, oldest = db.execute("SELECT count(*), min(spooled_at) FROM waiting").fetchone()
+            reasons = dict(
+                db.execute("SELECT reason, count(*) FROM rejected GROUP BY reason ORDER BY 2 DESC")
+            )
+        return {
+            "waiting": int(waiting),
+            "oldest_waiting_at": oldest,
+            "rejected": sum(reasons.values()),
+            "rejected_by_reason": {str(k): int(v) for k, v in reasons.items()},
+        }
+
     def rejected(self) -> list[tuple[str, str, str]]:
         """``(uuid, event name, reason)`` of the events kept aside, oldest first."""
         if not self.path.exists():
