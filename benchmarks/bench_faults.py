@@ -149,6 +149,17 @@ class Endpoint:
         http_json(f"{self.url}/reset", "POST", {})
         self.fault(None)
 
+    def settled_count(self, quiet: float, limit: float = 30.0) -> dict[str, Any]:
+        """The counts once they stopped changing for ``quiet`` seconds."""
+        deadline = time.monotonic() + limit
+        last, since = self.count(), time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet:
+            time.sleep(0.1)
+            now = self.count()
+            if now != last:
+                last, since = now, time.monotonic()
+        return last
+
     def fault(self, status: int | None, delay: float = 0.0) -> None:
         setting = {} if status is None else {"status": status, "delay": delay}
         http_json(f"{self.url}/_fault", "POST", setting)
@@ -358,8 +369,10 @@ def measure(
         run.stall_max_ms = float(stall.get("max_ms", 0.0))
         run.stall_p99_ms = float(stall.get("p99_ms", 0.0))
         run.stop_s = server.terminate()
-        time.sleep(0.5)
-        count(run, endpoint.count(), server.waiting_on_disk())
+        # A request already sent may still be answered (slowly) after the process exited:
+        # count once the endpoint has been quiet for longer than one slow answer.
+        quiet = (o.slow if scenario == "slow" else 0.0) + 0.5
+        count(run, endpoint.settled_count(quiet), server.waiting_on_disk())
     finally:
         server.kill()
     return run

@@ -181,3 +181,32 @@ def test_flask_app_wsgi_app_kept_without_the_app_fails_clearly() -> None:
     gc.collect()
     with pytest.raises(RuntimeError, match="keep a reference to the app itself"):
         wsgi_app({"PATH_INFO": "/", "REQUEST_METHOD": "GET"}, lambda *args: None)
+
+
+def test_each_lifespan_of_an_app_gets_its_own_shutdown_budget(tmp_path: Path) -> None:
+    """A stop shares one ``shutdown_timeout`` across its steps, but an app that starts
+    again in the same process (test clients run a lifespan per test) starts afresh."""
+    import warnings
+
+    from apiusage import lifetime
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Starlette 1.x wants httpx2
+        from starlette.testclient import TestClient
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    lifetime.stop_deadline(0.0)  # an earlier stop in this process used its budget up
+    sink = MemorySink()
+    client = apiusage.UsageClient(sink=sink, flush_interval=3600, identity_secret="x" * 32)
+    app = apiusage.ASGIMiddleware(Starlette(routes=[Route("/hello", hello)]), client=client)
+    try:
+        for _ in range(2):
+            with TestClient(app) as http:  # lifespan startup … shutdown
+                assert http.get("/hello").status_code == 200
+        assert len(sink.named("api_request")) == 2  # each delivered at its shutdown
+        assert client.stats.snapshot()["dropped"] == 0
+    finally:
+        client.close(timeout=5)
+        lifetime.started()

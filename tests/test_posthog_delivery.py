@@ -480,3 +480,62 @@ def test_a_posthog_client_without_a_key_fails_at_start_up() -> None:
 
     with pytest.raises(apiusage.ConfigurationError, match="posthog_client"):
         apiusage.UsageClient(posthog_client=NotAClient(), identity_secret="s" * 32)
+
+
+def test_a_slow_posthog_never_holds_up_requests_or_the_event_loop(server: CaptureServer) -> None:
+    """Every answer of PostHog takes a second: requests and the event loop go on as if
+    it answered at once (the worker waits, on its own thread), and nothing is lost."""
+    import asyncio
+
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    server.fail_next(1000, 200, delay=1.0)
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    client = apiusage.UsageClient(
+        posthog_api_key=API_KEY,
+        posthog_host=server.url,
+        identity_secret="slow-posthog-secret-0123456789",
+        flush_interval=0.05,
+        batch_size=5,
+    )
+    app = apiusage.ASGIMiddleware(Starlette(routes=[Route("/hello", hello)]), client=client)
+
+    async def scenario() -> tuple[float, float]:
+        lateness = 0.0
+        stop = asyncio.Event()
+
+        async def watch_the_loop() -> None:
+            nonlocal lateness
+            while not stop.is_set():
+                started = time.perf_counter()
+                await asyncio.sleep(0.001)
+                lateness = max(lateness, time.perf_counter() - started - 0.001)
+
+        watcher = asyncio.create_task(watch_the_loop())
+        slowest = 0.0
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+            for _ in range(40):  # over about 1.2 s: several batches are stuck meanwhile
+                started = time.perf_counter()
+                assert (await http.get("/hello")).status_code == 200
+                slowest = max(slowest, time.perf_counter() - started)
+                await asyncio.sleep(0.03)
+        stop.set()
+        await watcher
+        return slowest, lateness
+
+    try:
+        slowest, lateness = asyncio.run(scenario())
+        assert slowest < 0.5, f"a request took {slowest:.2f} s"
+        assert lateness < 0.5, f"the event loop stalled {lateness:.2f} s"
+        assert client.flush(30)
+        assert len([e for e in server.events() if e["event"] == "api_request"]) == 40
+        assert client.stats.snapshot()["dropped"] == 0
+    finally:
+        client.close(timeout=5)

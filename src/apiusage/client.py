@@ -414,11 +414,18 @@ class UsageClient:
         return done
 
     def flush_before_exit(self) -> bool:
-        """The process is stopping (a stop signal, the server's lifespan shutdown): flush
+        """The app is stopping (a stop signal, the server's lifespan shutdown): flush
         within what is left of the one ``shutdown_timeout`` the whole stop may take.
         Blocking: not for an event loop thread."""
         deadline = lifetime.stop_deadline(self.settings.shutdown_timeout)
-        return self.flush(max(0.0, deadline - time.monotonic()))
+        if self.flush(max(0.0, deadline - time.monotonic())):
+            return True
+        # Out of time, and the process may end without running exit hooks (uvicorn
+        # re-raises the stop signal): keep what is still queued on disk now (the worker
+        # replays it if the process lives on).
+        with self.stats.guard("keeping what the stop could not deliver"):
+            self.delivery.spill_queued()
+        return False
 
     def close(self, timeout: float | None = None) -> None:
         """Flush within the shutdown timeout and stop; called at exit automatically."""

@@ -13,6 +13,7 @@ durable spooling); :class:`BackgroundDelivery` is the default.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -67,6 +68,11 @@ class Delivery(Protocol):
         (from another thread, once) when they are, or when delivery stops. False, and no
         call, when they already are. The caller bounds its own wait.
         """
+
+    def spill_queued(self) -> None:
+        """The process is about to end and delivery ran out of time: what is still queued
+        is kept on disk for the next process when the sink can (else counted as
+        ``dropped_at_shutdown``), rather than vanishing with the process."""
 
     def close(self, timeout: float) -> None:
         """Flush within ``timeout`` and stop; later submissions are dropped and counted."""
@@ -315,6 +321,27 @@ class BackgroundDelivery:
         self._wakeup.set()
         return True
 
+    def spill_queued(self) -> None:
+        queue = self._queue
+        if not queue:
+            return
+        items: list[Any] = []
+        with contextlib.suppress(IndexError):  # the worker may take the last ones first
+            while True:
+                items.append(queue.popleft())
+        self._bytes_out = self._bytes_in
+        kept = 0
+        if self._spill is not None and items:
+            with self._spill_guard:
+                kept = self._spill(items)
+        if len(items) - kept:
+            self._stats.add("dropped_at_shutdown", len(items) - kept)
+        with self._progress:
+            self._processed += len(items)  # settled: kept on disk, or counted as lost
+            self._progress.notify_all()
+            ready = self._ready_waiters()
+        self._call(ready)
+
     def close(self, timeout: float) -> None:
         if self._closed:
             return
@@ -330,17 +357,7 @@ class BackgroundDelivery:
                 # The sink bounds its requests by the same deadline: a batch in hand now
                 # is being settled (spooled, say) and needs moments, not seconds.
                 thread.join(_SETTLE_SECONDS)
-        left = len(self._queue)
-        if left:
-            items = list(self._queue)
-            self._queue.clear()
-            self._bytes_out = self._bytes_in
-            kept = 0
-            if self._spill is not None:
-                with self._spill_guard:
-                    kept = self._spill(items)
-            if left - kept:
-                self._stats.add("dropped_at_shutdown", left - kept)
+        self.spill_queued()
         if self._busy:
             # The sink is still holding a batch past the deadline: the process is about to
             # exit, so count it as lost rather than let it vanish uncounted.

@@ -24,7 +24,7 @@ from apiusage.stopping import catch_stop_signals
 if TYPE_CHECKING:
     from apiusage.client import UsageClient
 
-__all__ = ["forget", "shut_down", "stop_deadline", "watch"]
+__all__ = ["forget", "shut_down", "started", "stop_deadline", "watch"]
 
 #: Clients not closed yet, flushed by one exit hook; held weakly, so an app's client dies
 #: with the app.
@@ -36,16 +36,25 @@ _stop_deadline: float | None = None
 
 
 def stop_deadline(timeout: float) -> float:
-    """The process is stopping: the moment every shutdown step must be done by.
+    """When the app's stop must be done by (monotonic time).
 
-    The first step (a stop signal, the ASGI lifespan shutdown, or the exit hook) sets it
-    ``timeout`` seconds ahead; the steps after it share that one budget instead of each
-    taking its own, so a stop takes at most ``shutdown_timeout`` however many of them run.
+    The first shutdown step (a stop signal, an ASGI lifespan shutdown, the exit hook) sets
+    it ``timeout`` seconds ahead; the steps after it (uvicorn runs the lifespan shutdown,
+    then re-raises the signal to apiusage's handler, then the exit hook may run) share
+    what is left of that one budget, so a stop takes at most ``shutdown_timeout`` however
+    many steps run. An app that starts again in the same process (a test client's next
+    lifespan) gets a new budget: see :func:`started`.
     """
     global _stop_deadline
     if _stop_deadline is None:
         _stop_deadline = time.monotonic() + timeout
     return _stop_deadline
+
+
+def started() -> None:
+    """An app (re)started in this process (ASGI lifespan startup): no stop is under way."""
+    global _stop_deadline
+    _stop_deadline = None
 
 
 def _not_stopping_in_child() -> None:

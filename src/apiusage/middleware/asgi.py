@@ -21,6 +21,7 @@ from asgiref.typing import (
     Scope,
 )
 
+from apiusage import lifetime
 from apiusage.client import UsageClient
 from apiusage.identity import Resolver
 from apiusage.offload import run_in_thread
@@ -155,7 +156,9 @@ class ASGIMiddleware:
         """Flush queued events (in a thread, bounded) before the server is told shutdown is done."""
 
         async def lifespan_send(message: ASGISendEvent) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            if message["type"] == "lifespan.startup.complete":
+                lifetime.started()  # a stop that ran before (a test client's) is over
+            elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 with self.client.stats.guard("flushing at lifespan shutdown"):
                     await run_in_thread(self.client.flush_before_exit)
             await send(message)

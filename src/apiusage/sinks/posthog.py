@@ -235,9 +235,10 @@ class PostHogSink:
         self.sender.finish_by(deadline)
 
     def flush(self, timeout: float) -> None:
-        """Nothing is buffered here (``send()`` returns once a batch is settled); what
-        waits on disk is tried, as the idle worker would (see :meth:`when_idle`)."""
-        self.when_idle()
+        """Nothing is buffered here: ``send()`` returns once a batch is settled. What
+        waits on disk is the worker's to replay (:meth:`when_idle`); flushing, which may
+        run on any thread and within any time left, does not send it."""
+        return
 
     def close(self, timeout: float) -> None:
         self.sender.finish_by(time.monotonic() + timeout)
