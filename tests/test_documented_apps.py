@@ -181,3 +181,34 @@ def test_lifespan_shutdown_flushes_under_trio(make_client: MakeClient) -> None:
     trio.run(serve)
     assert seen_at_shutdown == [1]  # flushed before the server heard "shutdown complete"
     assert client.stats.snapshot()["internal_errors"] == 0
+
+
+def test_end_of_request_waits_for_delivery_under_trio(make_client: MakeClient) -> None:
+    """Under trio there is no asyncio future to await: a thread waits instead, and the
+    request's event is delivered before the request ends all the same."""
+    import trio
+
+    client, sink = make_client(delivery="end_of_request", flush_interval=60, batch_size=1000)
+    delivered_when_done: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    wrapped = apiusage.ASGIMiddleware(app, client=client)
+
+    async def serve() -> None:
+        async def ignore(message: Any) -> None:
+            pass
+
+        async def no_body() -> Any:
+            return {"type": "http.request", "body": b""}
+
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+        for _ in range(3):
+            await wrapped(scope, no_body, ignore)
+            delivered_when_done.append(len(sink.events))
+
+    trio.run(serve)
+    assert delivered_when_done == [1, 2, 3]
+    assert client.stats.snapshot()["internal_errors"] == 0

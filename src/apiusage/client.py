@@ -38,6 +38,7 @@ from apiusage.identity import (
     from_state,
     identity_from_state,
 )
+from apiusage.offload import in_trio, run_in_thread
 from apiusage.pipeline import EventPipeline
 from apiusage.record import (
     AVERAGE_HEADER_BYTES,
@@ -293,7 +294,13 @@ class UsageClient:
 
     async def _await_delivery(self, position: int, timeout: float) -> None:
         """Wait, without blocking the event loop or holding a thread, until the delivery
-        worker has delivered the items up to ``position`` (it resolves a future)."""
+        worker has delivered the items up to ``position`` (it resolves a future). Under
+        trio, which has no asyncio future, a thread waits instead."""
+        if in_trio():
+            wait = functools.partial(self.delivery.deliver_through, position, timeout)
+            if not await run_in_thread(wait):
+                self.stats.add("requests_ended_undelivered")
+            return
         loop = asyncio.get_running_loop()
         delivered: asyncio.Future[None] = loop.create_future()
 

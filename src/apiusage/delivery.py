@@ -3,12 +3,15 @@
 The request path only appends to a deque (no I/O; one uncontended lock keeps positions in
 the queue's order, for callers that wait for their own items). A daemon thread wakes every
 ``flush_interval`` seconds, or as soon as a batch is full, builds events and hands them
-to the sink (and, when a wait ran its course, gives the sink a moment for its own work:
-replaying spooled events). Shutdown drains what is queued within a time bound; whatever cannot be
-delivered by then is counted as dropped, never lost silently.
+to the sink; when a wait ran its course it gives the sink a moment for its own work
+(replaying spooled events). A request that must see its events delivered before it ends
+waits for the worker: blocking (``deliver_through``) or, on an event loop, for a callback
+(``when_delivered``). Shutdown drains what is queued within a time bound; what is left
+then is kept on disk when the sink can (``spill``), else counted as dropped, never lost
+silently.
 
-:class:`Delivery` is the seam for other strategies (serverless flush-per-invocation,
-durable spooling); :class:`BackgroundDelivery` is the default.
+:class:`Delivery` is the seam for other strategies; :class:`BackgroundDelivery` is the
+default.
 """
 
 from __future__ import annotations

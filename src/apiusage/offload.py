@@ -7,9 +7,21 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["run_in_thread"]
+__all__ = ["in_trio", "run_in_thread"]
 
 _T = TypeVar("_T")
+
+
+def in_trio() -> bool:
+    """True in a trio task (where asyncio's loop, futures and executors do not exist)."""
+    trio: Any = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False  # trio is imported but this is not a trio task
+    return True
 
 
 async def run_in_thread(function: Callable[[], _T]) -> _T:
@@ -17,13 +29,8 @@ async def run_in_thread(function: Callable[[], _T]) -> _T:
 
     (asgiref's ``sync_to_async`` needs asyncio: under trio it fails.)
     """
-    trio: Any = sys.modules.get("trio")
-    if trio is not None:
-        try:
-            trio.lowlevel.current_task()
-        except RuntimeError:
-            pass  # trio is imported but this is not a trio task
-        else:
-            result: _T = await trio.to_thread.run_sync(function)
-            return result
+    if in_trio():
+        trio: Any = sys.modules["trio"]
+        result: _T = await trio.to_thread.run_sync(function)
+        return result
     return await asyncio.get_running_loop().run_in_executor(None, function)
