@@ -412,6 +412,7 @@ def measure_lambda(variant: str, endpoint: Endpoint, workdir: Path, o: argparse.
     assert runtime.stdout is not None
     durations: list[float] = []
     exposed: list[int] = []
+    round_trips: list[float] = []
     try:
         if runtime.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the Lambda runtime of {variant} did not start")
@@ -425,6 +426,15 @@ def measure_lambda(variant: str, endpoint: Endpoint, workdir: Path, o: argparse.
             runtime.send_signal(signal.SIGSTOP)  # frozen: the handler returned
             if answer[:2] != ["done", "200"]:
                 raise RuntimeError(f"invocation {number} of {variant}: {answer}")
+            if variant == "bare":  # the yardstick: a round trip from the thawed instance
+                time.sleep(1.0 / o.rate)
+                runtime.send_signal(signal.SIGCONT)
+                runtime.stdin.write("rtt\n")
+                runtime.stdin.flush()
+                measured = runtime.stdout.readline().split()
+                runtime.send_signal(signal.SIGSTOP)
+                if number >= o.warmup_invocations:
+                    round_trips.append(float(measured[1]) / 1e6)
             if number >= o.warmup_invocations:
                 durations.append(float(answer[2]) / 1e6)
                 time.sleep(0.02)  # what was already on the wire lands
@@ -442,6 +452,8 @@ def measure_lambda(variant: str, endpoint: Endpoint, workdir: Path, o: argparse.
         for pipe in (runtime.stdin, runtime.stdout):
             pipe.close()
     run.answered = len(durations)
+    if round_trips:
+        run.note = f"round trip from the instance: p50 {percentile(round_trips, 0.5) * 1000:.2f} ms"
     if exposed:
         run.exposed_mean = sum(exposed) / len(exposed)
         run.exposed_max = max(exposed)
@@ -476,7 +488,8 @@ def table(runs: list[Run], scenario: str) -> str:
             f"| {r.on_disk if r.variant.startswith('apiusage') else '-'} | {r.p50_ms:.2f} "
             f"| {r.p99_ms:.2f} | {added} | {stall} | {'-' if frozen else f'{r.stop_s:.1f}'} |"
         )
-    return "\n".join(lines)
+    notes = [f"- {r.variant}: {r.note}" for r in rows if r.note]
+    return "\n".join(lines + (["", *notes] if notes else []))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,12 +6,22 @@ around ``server_apps.create_fastapi_app()``, the variant from ``BENCH_VARIANT``)
 prints ``done <status> <microseconds the handler took>``. The benchmark freezes the
 process (SIGSTOP) as soon as it reads that line, as Lambda freezes an instance between
 invocations, and kills it (SIGKILL) at the end, as Lambda reclaims a frozen instance.
+
+The line ``rtt`` instead times one round trip to the capture endpoint from the instance,
+thawed as an invocation is: one POST of a one-event gzip batch over a kept-alive
+connection (``http.client``, nothing else), printed as ``rtt <microseconds>``: the
+yardstick for what delivering before the handler returns may add.
 """
 
 from __future__ import annotations
 
+import gzip
+import http.client
+import json
+import os
 import sys
 import time
+import urllib.parse
 from typing import Any
 
 from mangum import Mangum
@@ -42,10 +52,33 @@ def lambda_event(path: str) -> dict[str, Any]:
     }
 
 
+class RoundTrip:
+    """One POST of a one-event batch to the capture endpoint, timed."""
+
+    def __init__(self) -> None:
+        url = urllib.parse.urlsplit(os.environ["BENCH_CAPTURE_URL"])
+        self.connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        properties = {f"property_{n}": f"value-{n:04d}-of-a-typical-length" for n in range(24)}
+        event = {"event": "rtt", "distinct_id": "rtt", "uuid": "rtt", "properties": properties}
+        batch = {"api_key": "phc_rtt", "batch": [event]}
+        self.body = gzip.compress(json.dumps(batch).encode(), 1)
+        self.headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+
+    def __call__(self) -> float:
+        started = time.perf_counter()
+        self.connection.request("POST", "/batch/", body=self.body, headers=self.headers)
+        self.connection.getresponse().read()
+        return time.perf_counter() - started
+
+
 def main() -> None:
     handler = Mangum(create_fastapi_app(), lifespan="off")
+    round_trip = RoundTrip()
     print("ready", flush=True)
     for line in sys.stdin:
+        if line.strip() == "rtt":
+            print(f"rtt {round_trip() * 1e6:.0f}", flush=True)
+            continue
         started = time.perf_counter()
         response = handler(lambda_event(line.strip()), None)
         micros = (time.perf_counter() - started) * 1e6
