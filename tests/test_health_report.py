@@ -118,3 +118,29 @@ def test_health_shows_events_waiting_for_posthog_and_refused_by_it(
     out = capsys.readouterr().out
     assert "waiting for PostHog: 3 events" in out
     assert "refused by PostHog (kept aside, not retried): 2" in out
+
+
+def test_the_report_behaves_in_a_pipe_that_closes_early(tmp_path: Path) -> None:
+    """``apiusage report | head -1``: no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    store = tmp_path / "events.sqlite3"
+    client = apiusage.UsageClient(store=str(store), identity_secret=SECRET, flush_interval=0.01)
+    for number in range(3000):  # enough journey rows to fill the pipe's buffer
+        client.record_journey_event(JourneyEvent(f"step-{number}", {}, time.time(), "job"))
+    client.close(timeout=30)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "apiusage", "report", "--store", str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    assert process.stdout.readline().strip() == b"API usage summary"
+    process.stdout.close()  # the reader goes away, as head does
+    errors = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=30) == 1
+    assert "Traceback" not in errors
+    assert "BrokenPipeError" not in errors

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +28,18 @@ NOT_HEALTHY = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (``apiusage report | head``): no traceback, and nothing
+        # more written to the closed pipe when the interpreter flushes at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="apiusage", description="How your API is used.")
     commands = parser.add_subparsers(dest="command", required=True)
     report = commands.add_parser("report", help="print the usage summary from the local store")
