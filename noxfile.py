@@ -1,13 +1,58 @@
-"""Developer tasks. `nox -s tests` is the test command; `nox -s demo` runs the demo."""
+"""Developer tasks. `nox -s tests` is the test command; `nox -s demo` runs the demo.
+
+Without nox installed, `python3 noxfile.py -s tests` works too, on any Python 3.11+: it
+first puts nox and uv in a virtual environment of their own (`.nox/_tools`), which
+a distribution's Python that refuses `pip install` (PEP 668: Debian 12, Ubuntu 24.04)
+allows, and even one without `ensurepip` (`python3-venv` not installed): the venv is
+then made without pip and the system's pip installs into it.
+"""
 
 from __future__ import annotations
 
 import glob
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
-import nox
+
+def _run_with_nox() -> None:
+    """Run this file again with a Python that has nox (and uv): this one, or a virtual
+    environment made for them. Returns only when this Python has both."""
+    try:
+        import nox  # noqa: F401
+        import uv  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        return
+    tools = Path(__file__).resolve().parent / ".nox" / "_tools"
+    python = tools / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if not python.exists():
+        print(f"noxfile.py: installing nox and uv into {tools}", file=sys.stderr)
+        made = subprocess.run([sys.executable, "-m", "venv", str(tools)], check=False)
+        if made.returncode == 0:
+            install = [str(python), "-m", "pip", "install"]
+        else:  # no ensurepip here: a venv without pip, filled by this Python's pip
+            shutil.rmtree(tools, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tools)], check=True)
+            install = [sys.executable, "-m", "pip", "--python", str(python), "install"]
+        installed = subprocess.run([*install, "--quiet", "nox", "uv"], check=False)
+        if installed.returncode != 0:
+            shutil.rmtree(tools, ignore_errors=True)
+            raise SystemExit(
+                "noxfile.py: could not install nox and uv (above). Install them yourself "
+                "(pip install nox uv, or pipx install nox) and run: nox -s tests"
+            )
+    os.execv(python, [str(python), __file__, *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    _run_with_nox()
+
+import nox  # noqa: E402
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["tests", "lint", "typing", "docs"]
@@ -160,3 +205,7 @@ def demo(session: nox.Session) -> None:
     """A sample API instrumented with apiusage, traffic from a few callers, and the report."""
     session.install("-e", ".", "--group", "test")
     session.run("python", "docs/examples/demo.py", *session.posargs)
+
+
+if __name__ == "__main__":
+    nox.main()
