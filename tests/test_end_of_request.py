@@ -139,7 +139,7 @@ def test_when_posthog_is_unreachable_the_request_ends_within_its_budget(
     posthog_env: CaptureServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("APIUSAGE_REQUEST_FLUSH_TIMEOUT", "0.3")
-    posthog_env.fail_next(100, 503)
+    posthog_env.fail_next(100, 503, delay=0.5)  # each attempt outlasts the request's budget
     app = FastAPI()
 
     @app.get("/v1/ping")
