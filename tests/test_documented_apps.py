@@ -138,6 +138,18 @@ async def test_undecodable_asgi_cookie_still_gives_an_event(make_client: MakeCli
     assert sink.events[0].properties["auth_method"] == "session"
 
 
+# A raw ASGI request, for servers driven by hand (under trio).
+_GET_ROOT = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+
+
+async def _ignore(message: Any) -> None:
+    pass
+
+
+async def _no_body() -> Any:
+    return {"type": "http.request", "body": b""}
+
+
 def test_lifespan_shutdown_flushes_under_trio(make_client: MakeClient) -> None:
     import trio
 
@@ -159,14 +171,7 @@ def test_lifespan_shutdown_flushes_under_trio(make_client: MakeClient) -> None:
     wrapped = apiusage.ASGIMiddleware(app, client=client)
 
     async def serve() -> None:
-        async def ignore(message: Any) -> None:
-            pass
-
-        async def no_body() -> Any:
-            return {"type": "http.request", "body": b""}
-
-        scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
-        await wrapped(scope, no_body, ignore)
+        await wrapped(_GET_ROOT, _no_body, _ignore)
         lifespan = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
 
         async def receive() -> Any:
@@ -198,15 +203,8 @@ def test_end_of_request_waits_for_delivery_under_trio(make_client: MakeClient) -
     wrapped = apiusage.ASGIMiddleware(app, client=client)
 
     async def serve() -> None:
-        async def ignore(message: Any) -> None:
-            pass
-
-        async def no_body() -> Any:
-            return {"type": "http.request", "body": b""}
-
-        scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
         for _ in range(3):
-            await wrapped(scope, no_body, ignore)
+            await wrapped(_GET_ROOT, _no_body, _ignore)
             delivered_when_done.append(len(sink.events))
 
     trio.run(serve)

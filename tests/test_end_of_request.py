@@ -27,6 +27,7 @@ from apiusage.runtime import ephemeral_runtime
 from fastapi_apiusage import ApiUsage as FastAPIApiUsage
 from flask_apiusage import ApiUsage as FlaskApiUsage
 from tests.support.capture_server import CaptureServer
+from tests.support.lambda_events import lambda_event
 
 API_KEY = "phc_end_of_request"
 
@@ -61,35 +62,6 @@ def posthog_env(capture: CaptureServer, monkeypatch: pytest.MonkeyPatch) -> Capt
     return capture
 
 
-def _lambda_event(path: str, caller: str) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload 2.0) event, as Lambda hands it to Mangum."""
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"host": "api.example.com", "x-caller": caller, "user-agent": "curl/8.1"},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "api",
-            "domainName": "api.example.com",
-            "http": {
-                "method": "GET",
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "203.0.113.9",
-                "userAgent": "curl/8.1",
-            },
-            "requestId": "id",
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "03/Dec/2026:10:00:00 +0000",
-            "timeEpoch": 1796292000000,
-        },
-        "isBase64Encoded": False,
-    }
-
-
 def test_auto_picks_end_of_request_on_lambda_and_every_invocation_is_delivered_by_its_end(
     posthog_env: CaptureServer,
 ) -> None:
@@ -104,7 +76,7 @@ def test_auto_picks_end_of_request_on_lambda_and_every_invocation_is_delivered_b
     handler = Mangum(app, lifespan="off")
     for number in range(8):
         started = time.perf_counter()
-        response = handler(_lambda_event(f"/v1/orders/{number}", f"caller-{number}"), None)
+        response = handler(lambda_event(f"/v1/orders/{number}", f"caller-{number}"), None)
         elapsed = time.perf_counter() - started
         assert response["statusCode"] == 200
         # Frozen from here on: the event must already be at PostHog.
@@ -149,7 +121,7 @@ def test_when_posthog_is_unreachable_the_request_ends_within_its_budget(
     usage = FastAPIApiUsage(app)
     handler = Mangum(app, lifespan="off")
     started = time.perf_counter()
-    assert handler(_lambda_event("/v1/ping", "someone"), None)["statusCode"] == 200
+    assert handler(lambda_event("/v1/ping", "someone"), None)["statusCode"] == 200
     assert time.perf_counter() - started < 0.3 + 0.5
     stats = usage.client.stats.snapshot()
     assert stats["requests_ended_undelivered"] == 1

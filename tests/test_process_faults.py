@@ -26,7 +26,13 @@ import httpx
 import pytest
 
 from tests.support.capture_server import CaptureServer
-from tests.support.servers import REPO_ROOT, Server, free_port, server_environment
+from tests.support.servers import (
+    REPO_ROOT,
+    Server,
+    free_port,
+    server_environment,
+    uvicorn_server,
+)
 
 pytestmark = pytest.mark.process
 
@@ -96,24 +102,14 @@ def test_a_stop_takes_one_shutdown_timeout_when_posthog_hangs(
     path each flush; with PostHog hanging they share one ``shutdown_timeout`` (2 s here),
     rather than taking 2 s each."""
     capture.fail_next(1000, 200, delay=30.0)  # every answer hangs
-    port = free_port()
-    server = Server(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tests.support.proc_asgi_app:app",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
+    server = uvicorn_server(
+        "tests.support.proc_asgi_app:app",
         {
             **server_environment(capture, API_KEY),
             "APIUSAGE_FLUSH_INTERVAL": "0.2",
             "APIUSAGE_SHUTDOWN_TIMEOUT": "2",
             "APIUSAGE_SPOOL": str(tmp_path / "spool.sqlite3"),
         },
-        port,
         tmp_path / "uvicorn.log",
     )
     try:
@@ -249,17 +245,8 @@ def test_events_spooled_before_a_sigkill_mid_outage_are_replayed_after_a_restart
     }
 
     def start(name: str) -> Server:
-        port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tests.support.proc_asgi_app:app",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ]
-        server = Server(command, environment, port, tmp_path / f"{name}.log")
+        log = tmp_path / f"{name}.log"
+        server = uvicorn_server("tests.support.proc_asgi_app:app", environment, log)
         server.wait_ready()
         return server
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
 from fastapi import FastAPI
 from mangum import Mangum
 
 from fastapi_apiusage import ApiUsage
+from tests.support.lambda_events import lambda_event
 
 app = FastAPI()
 
@@ -33,34 +33,11 @@ ApiUsage(app, caller_header="x-caller")
 handler = Mangum(app, lifespan="off")
 
 
-def lambda_event(path: str) -> dict[str, Any]:
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"host": "api.example.com", "x-caller": "lambda-caller"},
-        "requestContext": {
-            "http": {
-                "method": "GET",
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "203.0.113.9",
-            },
-            "requestId": "id",
-            "routeKey": "$default",
-            "stage": "$default",
-            "timeEpoch": int(time.time() * 1000),
-        },
-        "isBase64Encoded": False,
-    }
-
-
 def main() -> None:
     print("ready", flush=True)
     for line in sys.stdin:
         started = time.perf_counter()
-        response = handler(lambda_event(line.strip()), None)
+        response = handler(lambda_event(line.strip(), "lambda-caller"), None)
         elapsed_ms = (time.perf_counter() - started) * 1000
         print(f"done {response['statusCode']} {elapsed_ms:.2f}", flush=True)
 

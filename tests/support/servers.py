@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "Server",
     "free_port",
     "server_environment",
+    "uvicorn_server",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -136,3 +138,10 @@ class Server:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(5)
         self._log_handle.close()
+
+
+def uvicorn_server(app: str, env: dict[str, str], log: Path, *options: str) -> Server:
+    """uvicorn serving ``app`` (``module:attribute``) on a free port, access log off."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--no-access-log"]
+    return Server([*command, *options], env, port, log)
