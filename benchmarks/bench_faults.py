@@ -50,6 +50,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -207,7 +208,7 @@ class Server:
     """uvicorn serving ``server_apps:create_fastapi_app`` for one variant."""
 
     def __init__(self, variant: str, endpoint: Endpoint, workdir: Path) -> None:
-        with contextlib.closing(__import__("socket").socket()) as sock:
+        with contextlib.closing(socket.socket()) as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -327,6 +328,8 @@ class Run:
     #: what reclaiming the instance at that moment would lose.
     exposed_mean: float = 0.0
     exposed_max: int = 0
+    #: freeze, bare: one round trip to the endpoint from the thawed instance (p50, ms).
+    round_trip_ms: float | None = None
     note: str = ""
     endpoint: dict[str, Any] = field(default_factory=dict)
 
@@ -453,7 +456,8 @@ def measure_lambda(variant: str, endpoint: Endpoint, workdir: Path, o: argparse.
             pipe.close()
     run.answered = len(durations)
     if round_trips:
-        run.note = f"round trip from the instance: p50 {percentile(round_trips, 0.5) * 1000:.2f} ms"
+        run.round_trip_ms = percentile(round_trips, 0.5) * 1000
+        run.note = f"round trip from the instance: p50 {run.round_trip_ms:.2f} ms"
     if exposed:
         run.exposed_mean = sum(exposed) / len(exposed)
         run.exposed_max = max(exposed)
@@ -490,6 +494,54 @@ def table(runs: list[Run], scenario: str) -> str:
         )
     notes = [f"- {r.variant}: {r.note}" for r in rows if r.note]
     return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def targets(runs: list[Run]) -> list[str]:
+    """The fault suite's targets (issue: flush strategies), as PASS / MISS lines."""
+    by = {(r.scenario, r.variant): r for r in runs}
+    lines = []
+
+    def check(ok: bool, text: str) -> None:
+        lines.append(f"{'PASS' if ok else 'MISS'}  {text}")
+
+    for r in runs:
+        # Background forced on a freezing runtime is the comparison row auto avoids.
+        if r.variant.startswith("apiusage") and (r.scenario, r.variant) != (
+            "freeze",
+            "apiusage-background",
+        ):
+            check(
+                r.lost == 0 and r.doubled == 0,
+                f"{r.scenario} {r.variant}: no event lost or doubled "
+                f"(lost {r.lost}, doubled {r.doubled})",
+            )
+    for variant in ("apiusage-background", "apiusage-end-of-request"):
+        slow, healthy = by.get(("slow", variant)), by.get(("healthy", variant))
+        if slow and healthy:
+            check(
+                slow.p99_ms <= 1.1 * healthy.p99_ms,
+                f"slow PostHog, {variant}: p99 within 10 % of the healthy run "
+                f"({slow.p99_ms:.2f} against {healthy.p99_ms:.2f} ms)",
+            )
+        for scenario in ("healthy", "slow", "outage"):
+            run, bare = by.get((scenario, variant)), by.get((scenario, "bare"))
+            if run and bare:
+                added = run.stall_max_ms - bare.stall_max_ms
+                check(
+                    added <= 2.0,
+                    f"{scenario}, {variant}: loop stall beyond bare's <= 2 ms ({added:+.2f} ms)",
+                )
+    frozen, bare = by.get(("freeze", "apiusage-end-of-request")), by.get(("freeze", "bare"))
+    if frozen:
+        check(frozen.exposed_max == 0, "freeze, auto: nothing undelivered at any freeze")
+    if frozen and bare and bare.round_trip_ms is not None:
+        added = frozen.p50_ms - bare.p50_ms
+        check(
+            added <= bare.round_trip_ms,
+            f"freeze, auto: added invocation latency <= one round trip "
+            f"({added:.2f} ms against {bare.round_trip_ms:.2f} ms, p50)",
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,6 +596,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"## {scenario}\n")
         print(table(runs, scenario))
         print()
+    print("## Targets (printed, not asserted)\n")
+    print("\n".join(targets(runs)))
+    print()
     print(f"Total time: {time.monotonic() - started:.0f} s")
     if o.json:
         o.json.write_text(json.dumps([{**asdict(r), "lost": r.lost} for r in runs], indent=2))

@@ -93,8 +93,8 @@ def _health(settings: Settings, store: Path, *, as_json: bool) -> int:
     else:
         report["destination"] = f"local store at {store}"
     report["store"] = None
-    if Path(store).exists():
-        health = delivery_health(store)
+    health = delivery_health(store) if Path(store).exists() else None
+    if health is not None:
         report["store"] = {"path": str(store), "processes": health.processes, **health.counters}
     spooled = report.get("spool") or {}
     stored = report["store"] or {}
@@ -114,8 +114,8 @@ def _health(settings: Settings, store: Path, *, as_json: bool) -> int:
             print(f"  refused by PostHog (kept aside, not retried): {spooled['rejected']}")
             for reason, count in spooled["rejected_by_reason"].items():
                 print(f"    {count}: {reason}")
-    if report["store"] is not None:
-        for line in format_delivery(delivery_health(store)):
+    if health is not None:
+        for line in format_delivery(health):
             print(line)
     print("healthy" if not trouble else "NOT HEALTHY: events wait, were refused or were dropped")
     return NOT_HEALTHY if trouble else 0

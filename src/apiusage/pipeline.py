@@ -37,6 +37,9 @@ class _Found:
         self.fallback: Identity | None = _NOT_RESOLVED
 
 
+#: What :meth:`EventPipeline._build_guarded` made of an item.
+_BUILT, _PARTIAL, _FAILED = "built", "partial", "failed"
+
 #: Records built between two short sleeps of the worker (see ``_let_others_run``).
 _BUILD_SLICE = 16
 _PAUSE_SECONDS = 0.00005
@@ -142,19 +145,29 @@ class EventPipeline:
             return 0
         built = Built()
         seen: dict[Hashable, _Found] = {}
-        kept = 0
-        for item in items:
-            events_before, groups_before = len(built.events), len(built.groups)
-            try:
-                self.build(item, built, seen)
-                kept += 1
-            except Exception as exc:
-                del built.events[events_before:]
-                del built.groups[groups_before:]
-                self.stats.error("building an event", exc)
+        kept = sum(1 for item in items if self._build_guarded(item, built, seen) != _FAILED)
         if not built.events and not built.groups:
             return kept
         return kept if spill(built.events, built.groups) else 0
+
+    def _build_guarded(self, item: Any, into: Built, seen: dict[Hashable, _Found]) -> str:
+        """:meth:`build`, with a failure contained: ``_BUILT``, or ``_PARTIAL`` when only the
+        request's certain facts could be built, or ``_FAILED`` (logged and counted as an
+        error; nothing half-built of the item is left in ``into``)."""
+        events, groups = into.events, into.groups
+        events_before, groups_before = len(events), len(groups)
+        try:
+            self.build(item, into, seen)
+        except Exception as exc:
+            del events[events_before:]
+            del groups[groups_before:]
+            self.stats.error("building an event", exc)
+            if self._build_unreadable(item, exc, into):
+                return _PARTIAL
+            del events[events_before:]
+            del groups[groups_before:]
+            return _FAILED
+        return _BUILT
 
     def process(self, items: list[Any]) -> None:
         """Build and deliver one batch; the delivery worker calls this."""
@@ -162,7 +175,7 @@ class EventPipeline:
         built = Built()
         events = built.events
         requests = journeys = build_failed = partial = 0
-        build = self.build
+        build = self._build_guarded
         seen: dict[Hashable, _Found] = {}
         pause = not self.behind()
         for position, item in enumerate(items):
@@ -172,18 +185,11 @@ class EventPipeline:
                 requests += 1
                 if item.journey:
                     journeys += len(item.journey)
-            events_before, groups_before = len(events), len(built.groups)
-            try:
-                build(item, built, seen)
-            except Exception as exc:
-                del events[events_before:]  # nothing half-built of this item is sent
-                del built.groups[groups_before:]
-                stats.error("building an event", exc)
-                if self._build_unreadable(item, exc, built):
+            outcome = build(item, built, seen)
+            if outcome != _BUILT:
+                if outcome == _PARTIAL:
                     partial += 1
                 else:
-                    del events[events_before:]
-                    del built.groups[groups_before:]
                     build_failed += 1
         if requests:
             stats.add("requests_recorded", requests)
