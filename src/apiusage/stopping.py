@@ -9,8 +9,9 @@ there). On a stop signal it:
 
 1. marks the process as stopping: from then on each request waits for its own events to
    be delivered before it ends (a server waits for its requests before it exits), without
-   blocking an event loop (the ASGI middleware awaits a thread);
-2. delivers what is queued, within each client's ``shutdown_timeout``;
+   blocking an event loop (the ASGI middleware awaits a future the worker resolves);
+2. delivers what is queued, within the one ``shutdown_timeout`` the whole stop shares
+   (see :func:`apiusage.lifetime.stop_deadline`), and keeps on disk what it could not;
 3. hands the signal on: to the handler it replaced (uvicorn's, gunicorn's, Django's), or,
    where there was none, by ending the process as the signal would have. It never
    swallows a signal, and a second one goes straight on (a second Ctrl-C still stops).
