@@ -282,7 +282,7 @@ def test_a_version_1_store_is_migrated_when_opened(tmp_path: Path) -> None:
     sink = LocalStoreSink(path)
     sink.send([make_event("new-1")], [])
     sink.close(1)
-    assert rows(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    assert rows(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
     columns = ", ".join(COLUMN_PROPERTIES)
     [migrated] = rows(path, f"SELECT {columns}, properties, groups FROM events WHERE uuid='r1'")
     *values, rest, groups = migrated
@@ -291,13 +291,84 @@ def test_a_version_1_store_is_migrated_when_opened(tmp_path: Path) -> None:
     }
     assert json.loads(rest) == {"request_id": "r1", "schema_version": 1}
     assert json.loads(groups) == {"organisation": "acme"}
-    assert rows(
+    [(properties, groups, person)] = rows(
         path, "SELECT properties, groups, person_properties FROM events WHERE uuid='j1'"
-    ) == [('{"plan":"pro"}', None, '{"email": "a@x"}')]
+    )
+    assert (json.loads(properties), groups, json.loads(person)) == (
+        {"plan": "pro"},
+        None,
+        {"email": "a@x"},
+    )
     assert rows(path, "SELECT count(*) FROM events") == [(3,)]
     assert rows(path, "SELECT count(*) FROM groups") == [(1,)]
+    tables = {name for (name,) in rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "events_old" not in tables
     indexes = {name for (name,) in rows(path, "SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"events_by_name_time", "events_by_organisation"} <= indexes
+    assert "event_rows_by_time" in indexes
+
+
+# A store as apiusage wrote it with layout version 2: report properties as columns.
+_VERSION_2_LAYOUT = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '2');
+CREATE TABLE events (
+    uuid TEXT PRIMARY KEY, event TEXT NOT NULL, distinct_id TEXT NOT NULL,
+    timestamp REAL NOT NULL, organisation TEXT, route TEXT, method TEXT,
+    status_code INTEGER, duration_ms REAL, api_version TEXT, auth_method TEXT,
+    client_library TEXT, client_library_version TEXT, personless INTEGER NOT NULL,
+    properties TEXT NOT NULL, groups TEXT, person_properties TEXT
+);
+CREATE INDEX events_by_name_time ON events (event, timestamp);
+CREATE INDEX events_by_organisation ON events (organisation, timestamp);
+CREATE TABLE groups (group_type TEXT NOT NULL, group_key TEXT NOT NULL,
+    properties TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (group_type, group_key));
+CREATE TABLE persons (distinct_id TEXT PRIMARY KEY, properties TEXT NOT NULL,
+    updated_at REAL NOT NULL);
+"""
+_VERSION_2_ROWS = [
+    (
+        "01a23c8d-fe4a-7464-93bc-f9d7a5032723", "api_request", "alice", 10.5, "acme",
+        "/v1/items/{item_id}", "GET", 200, 1.25, "v1", "api_key", "curl", "8.5", 0,
+        '{"status_class":"2xx","request_id":"01a23c8d-fe4a-7464-93bc-f9d7a5032723"}',
+        '{"organisation":"acme"}', '{"plan":"pro"}',
+    ),
+    (
+        "01a23c8d-fe4a-7464-93bc-f9d7a5032724", "api_request",
+        "01a23c8d-fe4a-7464-93bc-f9d7a5032724", 11.5, None, None, "GET", 404, 0.5, None,
+        "none", None, None, 1,
+        '{"status_class":"4xx","request_id":"01a23c8d-fe4a-7464-93bc-f9d7a5032724"}',
+        None, None,
+    ),
+    (
+        "not-a-uuid", "signup", "alice", 12.5, "acme", "/v1/signup", "POST", None, None,
+        "v1", None, None, None, 0,
+        '{"plan":null,"request_id":"01a23c8d-fe4a-7464-93bc-f9d7a5032723"}',
+        '{"organisation":"acme"}', None,
+    ),
+]  # fmt: skip
+
+
+def test_a_version_2_store_is_migrated_to_rows_and_shapes(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(_VERSION_2_LAYOUT)
+        db.executemany(f"INSERT INTO events VALUES ({', '.join('?' * 17)})", _VERSION_2_ROWS)
+    columns = "uuid, event, distinct_id, timestamp, " + ", ".join(COLUMN_PROPERTIES)
+    columns += ", personless, properties, groups, person_properties"
+    LocalStoreSink(path).close(1)
+    migrated = rows(path, f"SELECT {columns} FROM events ORDER BY timestamp")
+    assert len(migrated) == len(_VERSION_2_ROWS)
+    for before, after in zip(_VERSION_2_ROWS, migrated, strict=True):
+        assert after[:-3] == before[:-3]
+        for old, new in zip(before[-3:], after[-3:], strict=True):
+            assert (json.loads(new) if new else None) == (json.loads(old) if old else None)
+    # Two api_request rows of different shapes, and the journey event's: three shapes.
+    assert rows(path, "SELECT count(*) FROM event_shapes") == [(3,)]
+    [(size,)] = rows(path, "SELECT length(uuid) FROM event_rows WHERE timestamp = 10.5")
+    assert size == 16  # kept as bytes, shown as text
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM events WHERE timestamp < 12")
+    assert rows(path, "SELECT uuid FROM events") == [("not-a-uuid",)]
 
 
 def test_a_report_migrates_a_version_1_store_before_reading(tmp_path: Path) -> None:
@@ -308,8 +379,9 @@ def test_a_report_migrates_a_version_1_store_before_reading(tmp_path: Path) -> N
     summary = summarise(path)
     assert summary.total_requests == 1
     assert summary.organisations == 1
-    by_route = summary.breakdowns[0]
-    assert by_route.rows == [("GET /v1/items/{item_id}", 1, 0)]
+    [endpoint] = summary.endpoints
+    assert (endpoint.method, endpoint.route, endpoint.requests) == ("GET", "/v1/items/{item_id}", 1)
+    assert endpoint.p50_ms == 1.25
 
 
 def test_a_store_from_a_newer_apiusage_is_refused_clearly(tmp_path: Path) -> None:

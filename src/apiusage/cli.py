@@ -8,7 +8,7 @@ were refused or were dropped, with an exit status a monitoring check can use.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import datetime
 import json
 import os
 import sys
@@ -51,6 +51,14 @@ def _main(argv: Sequence[str] | None) -> int:
     report.add_argument(
         "--event-name", help="name of the request event (default: APIUSAGE_EVENT_NAME)"
     )
+    report.add_argument(
+        "--since",
+        type=_moment,
+        help="from this time on: an ISO date or time (UTC unless it says), or an age such as "
+        "7d, 12h, 30m",
+    )
+    report.add_argument("--until", type=_moment, help="before this time (same forms as --since)")
+    report.add_argument("--org", help="only this organisation's requests")
     report.add_argument("--json", action="store_true", help="print JSON instead of tables")
     health = commands.add_parser(
         "health",
@@ -69,18 +77,49 @@ def _main(argv: Sequence[str] | None) -> int:
         return _health(settings, args.store or settings.store, as_json=args.json)
     store = args.store or settings.store
     try:
-        summary = summarise(store, args.event_name or settings.event_name)
+        summary = summarise(
+            store,
+            args.event_name or settings.event_name,
+            since=args.since,
+            until=args.until,
+            organisation=args.org,
+        )
     except FileNotFoundError:
         print(
             f"apiusage: no local store at {store}; has an instrumented app run here?",
             file=sys.stderr,
         )
         return 1
+    if args.org is not None and not summary.total_requests and not summary.journey_events:
+        print(f"apiusage: no events of organisation {args.org!r} in {store}", file=sys.stderr)
+        return 1
     if args.json:
-        print(json.dumps(dataclasses.asdict(summary), indent=2))
+        print(json.dumps(summary.as_dict(), indent=2))
     else:
         print(format_summary(summary))
     return 0
+
+
+_AGE_UNITS = {"d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0, "w": 604_800.0}
+
+
+def _moment(text: str) -> float:
+    """``--since`` / ``--until``: an ISO date or time (UTC unless it names an offset), or an
+    age back from now (``7d``, ``12h``, ``30m``, ``2w``); seconds since the epoch."""
+    value = text.strip()
+    unit = _AGE_UNITS.get(value[-1:].lower())
+    if unit is not None and value[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(value[:-1]) * unit
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO date or time (2026-11-01, 2026-11-01T12:00) nor an "
+            "age (7d, 12h, 30m)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
 
 
 def _health(settings: Settings, store: Path, *, as_json: bool) -> int:

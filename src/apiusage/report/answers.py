@@ -1,0 +1,126 @@
+"""The report's answers, as plain data with named fields (what ``--json`` prints)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from apiusage.report.delivery import DeliveryHealth
+
+__all__ = [
+    "AuthUsage",
+    "EndpointUsage",
+    "JourneyEventCount",
+    "LibraryUsage",
+    "OrganisationVersions",
+    "UsageSummary",
+    "VersionUsage",
+]
+
+
+@dataclass(slots=True)
+class EndpointUsage:
+    """One endpoint (method and route template) over the window."""
+
+    method: str
+    route: str
+    requests: int = 0
+    callers: int = 0
+    organisations: int = 0
+    client_errors: int = 0  # 4xx responses
+    server_errors: int = 0  # 5xx responses
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    last_seen: float | None = None
+
+
+@dataclass(slots=True)
+class VersionUsage:
+    """One API version: its requests, and how many callers and organisations use it."""
+
+    version: str
+    requests: int = 0
+    callers: int = 0
+    organisations: int = 0
+
+
+@dataclass(slots=True)
+class OrganisationVersions:
+    """The API versions one organisation called, with requests and last use of each."""
+
+    organisation: str
+    requests: dict[str, int] = field(default_factory=dict)
+    last_seen: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def versions(self) -> list[str]:
+        return sorted(self.requests)
+
+
+@dataclass(slots=True)
+class AuthUsage:
+    """One authentication method: requests, callers and organisations using it."""
+
+    auth_method: str
+    requests: int = 0
+    callers: int = 0
+    organisations: int = 0
+
+
+@dataclass(slots=True)
+class LibraryUsage:
+    """One client library version used by one organisation (``None``: anonymous callers)."""
+
+    organisation: str | None
+    client_library: str
+    version: str | None
+    requests: int = 0
+    callers: int = 0
+    last_seen: float | None = None
+
+
+@dataclass(slots=True)
+class JourneyEventCount:
+    event: str
+    events: int = 0
+    callers: int = 0
+
+
+@dataclass(slots=True)
+class UsageSummary:
+    """Everything ``apiusage report`` prints, with named fields (its ``--json`` form)."""
+
+    #: The window, seconds since the epoch (None: open-ended), and the organisation asked for.
+    since: float | None = None
+    until: float | None = None
+    organisation: str | None = None
+    total_requests: int = 0
+    journey_events: int = 0
+    identified_callers: int = 0
+    organisations: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
+    #: Most used first.
+    endpoints: list[EndpointUsage] = field(default_factory=list)
+    versions: list[VersionUsage] = field(default_factory=list)
+    versions_by_organisation: list[OrganisationVersions] = field(default_factory=list)
+    auth_methods: list[AuthUsage] = field(default_factory=list)
+    client_libraries: list[LibraryUsage] = field(default_factory=list)
+    journey: list[JourneyEventCount] = field(default_factory=list)
+    delivery: DeliveryHealth = field(default_factory=DeliveryHealth)
+
+    @property
+    def multi_version_organisations(self) -> list[OrganisationVersions]:
+        """Organisations that called more than one API version in the window."""
+        return [entry for entry in self.versions_by_organisation if len(entry.requests) > 1]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data with named fields (what ``--json`` prints)."""
+        data = dataclasses.asdict(self)
+        data["multi_version_organisations"] = [
+            {"organisation": entry.organisation, "versions": entry.versions}
+            for entry in self.multi_version_organisations
+        ]
+        data["delivery"]["dropped"] = self.delivery.dropped
+        return data

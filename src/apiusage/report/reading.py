@@ -1,0 +1,321 @@
+"""Reading the store's answers, fast: rows are counted by shape, never one by one in Python.
+
+The store keeps what requests have in common as shapes (see
+:mod:`apiusage.sinks.store_layout`). One pass over a covering index counts the window's
+rows by shape, with each shape's distinct callers; every answer but latency is rolled up
+from those counts and the shapes. Latency percentiles are read per endpoint from a second
+covering index, in duration order, by SQLite itself. A million events take about two
+seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from apiusage.report.answers import (
+    AuthUsage,
+    EndpointUsage,
+    JourneyEventCount,
+    LibraryUsage,
+    OrganisationVersions,
+    UsageSummary,
+    VersionUsage,
+)
+from apiusage.report.delivery import read_delivery
+from apiusage.sinks.store import connect
+
+__all__ = ["summarise"]
+
+
+_SHAPE_COLUMNS = (
+    "s.event, s.organisation, s.route, s.method, s.status_code, s.api_version, s.auth_method, "
+    "s.client_library, s.client_library_version"
+)
+
+
+def _window(since: float | None, until: float | None) -> tuple[str, list[float]]:
+    """SQL conditions on ``timestamp`` (with a leading AND) and their values."""
+    clauses, values = "", []
+    if since is not None:
+        clauses += " AND timestamp >= ?"
+        values.append(since)
+    if until is not None:
+        clauses += " AND timestamp < ?"
+        values.append(until)
+    return clauses, values
+
+
+def summarise(
+    store: Path | str,
+    event_name: str = "api_request",
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    organisation: str | None = None,
+) -> UsageSummary:
+    """Read the store and answer the report's questions over ``[since, until)``,
+    for one ``organisation`` when given."""
+    with closing(connect(store, readonly=True)) as db:
+        summary = UsageSummary(since=since, until=until, organisation=organisation)
+        window, values = _window(since, until)
+        of_organisation = "" if organisation is None else " WHERE s.organisation = ?"
+        # Counted by shape, with its distinct callers (anonymous requests have none), from
+        # the covering index event_rows_by_shape (no table row is read), then the shape.
+        counts = db.execute(
+            f"SELECT {_SHAPE_COLUMNS}, c.* FROM ("
+            "SELECT shape, COUNT(*), MIN(timestamp), MAX(timestamp), "
+            "json_group_array(DISTINCT distinct_id) FILTER (WHERE distinct_id IS NOT NULL) "
+            "FROM event_rows INDEXED BY event_rows_by_shape "
+            f"WHERE shape IS NOT NULL{window} GROUP BY shape"
+            f") AS c JOIN event_shapes AS s ON s.id = c.shape{of_organisation}",
+            [*values] if organisation is None else [*values, organisation],
+        )
+        rollup = _Rollup(event_name)
+        rollup.answer(summary, counts)
+        if organisation is None:
+            _latencies(db, summary, window, values)
+        else:
+            _latencies_of_shapes(db, summary, rollup.endpoint_of, window, values)
+        summary.delivery = read_delivery(db)
+    return summary
+
+
+class _Answer:
+    """What one row of an answer (an endpoint, a version …) adds up over its shapes."""
+
+    __slots__ = (
+        "callers",
+        "client_errors",
+        "last_seen",
+        "organisations",
+        "requests",
+        "server_errors",
+    )
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.client_errors = 0
+        self.server_errors = 0
+        self.last_seen = 0.0
+        self.callers: set[str] = set()
+        self.organisations: set[str] = set()
+
+
+#: Positions in a row of the counts: the shape's columns, then its id, requests, first
+#: and last time and distinct callers.
+(_EVENT, _ORGANISATION, _ROUTE, _METHOD, _STATUS, _VERSION, _AUTH, _LIBRARY, _LIBRARY_VERSION) = (
+    range(9)
+)
+_ID, _COUNT, _FIRST, _LAST, _CALLERS = range(9, 14)
+
+
+class _Rollup:
+    """Rolls the counts by shape and caller up into every answer, in one pass."""
+
+    def __init__(self, event_name: str) -> None:
+        self.event_name = event_name
+        #: The request shapes with a route, and their endpoint (for latency by shape).
+        self.endpoint_of: dict[int, tuple[str, str]] = {}
+        self.endpoints: dict[tuple[str, str], _Answer] = defaultdict(_Answer)
+        self.versions: dict[str, _Answer] = defaultdict(_Answer)
+        self.auth: dict[str, _Answer] = defaultdict(_Answer)
+        self.libraries: dict[tuple[str | None, str, str | None], _Answer] = defaultdict(_Answer)
+        self.by_organisation: dict[str, OrganisationVersions] = {}
+        self.journey: dict[str, _Answer] = defaultdict(_Answer)
+        self.callers: set[str] = set()
+        self.organisations: set[str] = set()
+        self.requests = 0
+        self.first_seen, self.last_seen = math.inf, -math.inf
+
+    def answer(self, summary: UsageSummary, counts: Iterable[tuple[Any, ...]]) -> None:
+        """``counts``: per shape, its columns, id, requests, first and last time, and its
+        distinct callers as a JSON array (added to each of its answers' sets in one C
+        call)."""
+        loads = orjson.loads
+        for shape in counts:
+            self._shape(shape, loads(shape[_CALLERS]))
+        self._fill(summary)
+
+    def _shape(self, shape: tuple[Any, ...], members: list[str]) -> None:
+        """Add one shape's requests, callers and organisation to each of its answers."""
+        count, last = shape[_COUNT], shape[_LAST]
+        event = shape[_EVENT]
+        if event != self.event_name:
+            if not event.startswith("$"):
+                answer = self.journey[event]
+                answer.requests += count
+                answer.callers.update(members)
+            return
+        self.requests += count
+        self.first_seen = min(self.first_seen, shape[_FIRST])
+        self.last_seen = max(self.last_seen, last)
+        self.callers.update(members)
+        organisation, version = shape[_ORGANISATION], shape[_VERSION]
+        answers = [self.versions[version or "(none)"], self.auth[shape[_AUTH] or "(unknown)"]]
+        route = shape[_ROUTE]
+        if route is not None:
+            endpoint_key = (shape[_METHOD] or "", route)
+            self.endpoint_of[shape[_ID]] = endpoint_key
+            endpoint = self.endpoints[endpoint_key]
+            answers.append(endpoint)
+            status = shape[_STATUS] or 0
+            if 400 <= status < 500:
+                endpoint.client_errors += count
+            elif status >= 500:
+                endpoint.server_errors += count
+        if shape[_LIBRARY] is not None:
+            answers.append(self.libraries[organisation, shape[_LIBRARY], shape[_LIBRARY_VERSION]])
+        for answer in answers:
+            answer.requests += count
+            if last > answer.last_seen:
+                answer.last_seen = last
+            answer.callers.update(members)
+            if organisation is not None:
+                answer.organisations.add(organisation)
+        if organisation is not None:
+            self.organisations.add(organisation)
+            if version is not None:
+                versions_of = self.by_organisation.get(organisation)
+                if versions_of is None:
+                    versions_of = self.by_organisation[organisation] = OrganisationVersions(
+                        organisation
+                    )
+                versions_of.requests[version] = versions_of.requests.get(version, 0) + count
+                seen = versions_of.last_seen
+                seen[version] = max(seen.get(version, 0.0), last)
+
+    def _fill(self, summary: UsageSummary) -> None:
+        summary.total_requests = self.requests
+        summary.identified_callers = len(self.callers)
+        summary.organisations = len(self.organisations)
+        if self.requests:
+            summary.first_seen, summary.last_seen = self.first_seen, self.last_seen
+        summary.endpoints = sorted(
+            (
+                EndpointUsage(
+                    method,
+                    route,
+                    answer.requests,
+                    len(answer.callers),
+                    len(answer.organisations),
+                    answer.client_errors,
+                    answer.server_errors,
+                    last_seen=answer.last_seen,
+                )
+                for (method, route), answer in self.endpoints.items()
+            ),
+            key=lambda entry: (-entry.requests, entry.route, entry.method),
+        )
+        summary.versions = sorted(
+            (
+                VersionUsage(name, answer.requests, len(answer.callers), len(answer.organisations))
+                for name, answer in self.versions.items()
+            ),
+            key=lambda entry: (-entry.requests, entry.version),
+        )
+        summary.versions_by_organisation = [
+            self.by_organisation[name] for name in sorted(self.by_organisation)
+        ]
+        summary.auth_methods = sorted(
+            (
+                AuthUsage(name, answer.requests, len(answer.callers), len(answer.organisations))
+                for name, answer in self.auth.items()
+            ),
+            key=lambda entry: (-entry.requests, entry.auth_method),
+        )
+        summary.client_libraries = sorted(
+            (
+                LibraryUsage(
+                    organisation,
+                    library,
+                    version,
+                    answer.requests,
+                    len(answer.callers),
+                    answer.last_seen,
+                )
+                for (organisation, library, version), answer in self.libraries.items()
+            ),
+            key=lambda entry: (entry.organisation or "", -entry.requests, entry.client_library),
+        )
+        summary.journey_events = sum(answer.requests for answer in self.journey.values())
+        summary.journey = sorted(
+            (
+                JourneyEventCount(name, answer.requests, len(answer.callers))
+                for name, answer in self.journey.items()
+            ),
+            key=lambda entry: (-entry.events, entry.event),
+        )
+
+
+def _rank(count: int, share: float) -> int:
+    """The nearest-rank position (1-based) of a percentile among ``count`` values."""
+    return max(1, math.ceil(share * count))
+
+
+_PERCENTILES = (("p50_ms", 0.50), ("p95_ms", 0.95))
+
+
+def _latencies(
+    db: sqlite3.Connection, summary: UsageSummary, window: str, values: list[float]
+) -> None:
+    """p50 and p95 of each endpoint's durations, read by SQLite from the covering index
+    ``event_rows_by_endpoint`` in duration order (one OFFSET walk per percentile)."""
+    ids = {
+        (method, route): endpoint_id
+        for endpoint_id, method, route in db.execute("SELECT id, method, route FROM endpoints")
+    }
+    condition = f"endpoint = ? AND duration_ms IS NOT NULL{window}"
+    for entry in summary.endpoints:
+        endpoint_id = ids.get((entry.method, entry.route))
+        if endpoint_id is None:
+            continue
+        (count,) = db.execute(
+            f"SELECT COUNT(*) FROM event_rows INDEXED BY event_rows_by_endpoint WHERE {condition}",
+            (endpoint_id, *values),
+        ).fetchone()
+        if not count:
+            continue
+        for name, share in _PERCENTILES:
+            row = db.execute(
+                "SELECT duration_ms FROM event_rows INDEXED BY event_rows_by_endpoint "
+                f"WHERE {condition} ORDER BY duration_ms LIMIT 1 OFFSET ?",
+                (endpoint_id, *values, _rank(count, share) - 1),
+            ).fetchone()
+            setattr(entry, name, round(float(row[0]), 3))
+
+
+def _latencies_of_shapes(
+    db: sqlite3.Connection,
+    summary: UsageSummary,
+    endpoint_of: dict[int, tuple[str, str]],
+    window: str,
+    values: list[float],
+) -> None:
+    """p50 and p95 per endpoint over some shapes only (one organisation's): few rows, read
+    through the shape index and sorted here."""
+    durations: dict[tuple[str, str], list[float]] = defaultdict(list)
+    wanted = list(endpoint_of)
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows: Any = db.execute(
+            f"SELECT shape, duration_ms FROM event_rows INDEXED BY event_rows_by_shape "
+            f"WHERE shape IN ({marks}) AND duration_ms IS NOT NULL{window}",
+            (*chunk, *values),
+        )
+        for shape_id, duration in rows:
+            durations[endpoint_of[shape_id]].append(float(duration))
+    for entry in summary.endpoints:
+        measured = durations.get((entry.method, entry.route))
+        if measured:
+            measured.sort()
+            for name, share in _PERCENTILES:
+                setattr(entry, name, round(measured[_rank(len(measured), share) - 1], 3))

@@ -1,0 +1,136 @@
+"""The report as terminal tables."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from apiusage.report.answers import UsageSummary
+from apiusage.report.delivery import format_delivery
+
+__all__ = ["format_summary"]
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
+
+
+def _table(title: str, header: list[str], rows: list[list[Any]], width: int) -> list[str]:
+    lines = ["", title, "-" * len(title)]
+    label, *rest = header
+    lines.append(f"{label:<{width}} " + " ".join(f"{name:>9}" for name in rest))
+    for first, *others in rows:
+        text = str(first)
+        text = text if len(text) <= width else text[: width - 1] + "…"
+        lines.append(f"{text:<{width}} " + " ".join(f"{value!s:>9}" for value in others))
+    return lines
+
+
+def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
+    """The summary as plain text tables."""
+    window = f"{_when(summary.since)} to {_when(summary.until)} UTC"
+    if summary.since is None and summary.until is None:
+        window = f"all events ({_when(summary.first_seen)} to {_when(summary.last_seen)} UTC)"
+    lines = [
+        "API usage summary",
+        "=================",
+        f"window: {window}"
+        + (f"   organisation: {summary.organisation}" if summary.organisation else ""),
+        f"requests: {summary.total_requests}   journey events: {summary.journey_events}   "
+        f"identified callers: {summary.identified_callers}   "
+        f"organisations: {summary.organisations}",
+    ]
+    total = summary.total_requests or 1
+
+    def share(count: int) -> str:
+        return f"{count / total:.0%}"
+
+    def errors(count: int, requests: int) -> str:
+        return f"{count / requests:.1%}" if requests else "-"
+
+    def milliseconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    lines += _table(
+        "Endpoints, most used first",
+        ["", "requests", "share", "callers", "orgs", "4xx", "5xx", "p50 ms", "p95 ms"],
+        [
+            [
+                f"{entry.method} {entry.route}",
+                entry.requests,
+                share(entry.requests),
+                entry.callers,
+                entry.organisations,
+                errors(entry.client_errors, entry.requests),
+                errors(entry.server_errors, entry.requests),
+                milliseconds(entry.p50_ms),
+                milliseconds(entry.p95_ms),
+            ]
+            for entry in summary.endpoints
+        ],
+        width,
+    )
+    lines += _table(
+        "API versions",
+        ["", "requests", "share", "callers", "orgs"],
+        [
+            [
+                entry.version,
+                entry.requests,
+                share(entry.requests),
+                entry.callers,
+                entry.organisations,
+            ]
+            for entry in summary.versions
+        ],
+        width,
+    )
+    multi = summary.multi_version_organisations
+    if multi:
+        lines += ["", "Organisations on several API versions at once", "-" * 45]
+        for entry in multi:
+            counts = ", ".join(
+                f"{version} ({entry.requests[version]})" for version in entry.versions
+            )
+            lines.append(f"{entry.organisation:<{width}} {counts}")
+    lines += _table(
+        "Authentication methods",
+        ["", "requests", "share", "callers", "orgs"],
+        [
+            [
+                entry.auth_method,
+                entry.requests,
+                share(entry.requests),
+                entry.callers,
+                entry.organisations,
+            ]
+            for entry in summary.auth_methods
+        ],
+        width,
+    )
+    lines += _table(
+        "Client libraries by organisation",
+        ["", "requests", "callers", "last seen"],
+        [
+            [
+                f"{entry.organisation or '(anonymous)'}: {entry.client_library} "
+                f"{entry.version or ''}".rstrip(),
+                entry.requests,
+                entry.callers,
+                _when(entry.last_seen)[:10],
+            ]
+            for entry in summary.client_libraries
+        ],
+        width,
+    )
+    if summary.journey:
+        lines += _table(
+            "Journey events",
+            ["", "events", "callers"],
+            [[entry.event, entry.events, entry.callers] for entry in summary.journey],
+            width,
+        )
+    lines += format_delivery(summary.delivery)
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""``apiusage report``'s answers, checked against a generated history whose answers are known.
+
+The history (``tests/support/usage_data.py``) is written by the real builder into a real
+store; each answer is compared with what the generator counted as it made the requests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from apiusage.report import summarise
+from tests.support.usage_data import DAY, START, UsageHistory, generate
+
+
+def nearest_rank(ordered: list[float], share: float) -> float:
+    return ordered[max(1, math.ceil(share * len(ordered))) - 1]
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> UsageHistory:
+    store = tmp_path_factory.mktemp("report") / "events.sqlite3"
+    return generate(store, events=6_000, organisations=30, routes=16, days=30)
+
+
+def test_endpoints_are_counted_with_their_errors_callers_and_latency(
+    history: UsageHistory,
+) -> None:
+    summary = summarise(history.store)
+    assert summary.total_requests == history.requests
+    found = {(entry.method, entry.route): entry for entry in summary.endpoints}
+    assert set(found) == set(history.by_route)
+    for endpoint, requests in history.by_route.items():
+        entry = found[endpoint]
+        assert entry.requests == requests
+        assert entry.client_errors == history.client_errors[endpoint]
+        assert entry.server_errors == history.server_errors[endpoint]
+        ordered = sorted(history.durations[endpoint])
+        assert entry.p50_ms == nearest_rank(ordered, 0.50)
+        assert entry.p95_ms == nearest_rank(ordered, 0.95)
+    # Most used first.
+    assert [entry.requests for entry in summary.endpoints] == sorted(
+        (entry.requests for entry in summary.endpoints), reverse=True
+    )
+
+
+def test_versions_per_organisation_and_organisations_on_several(history: UsageHistory) -> None:
+    summary = summarise(history.store)
+    found = {entry.organisation: set(entry.requests) for entry in summary.versions_by_organisation}
+    assert found == history.versions_by_org
+    several = {entry.organisation for entry in summary.multi_version_organisations}
+    assert several == {
+        org for org, versions in history.versions_by_org.items() if len(versions) > 1
+    }
+    assert several  # the generator puts every 5th organisation on two versions
+    assert all(int(org[4:]) % 5 == 0 for org in several)
+
+
+def test_auth_methods_by_requests_callers_and_organisations(history: UsageHistory) -> None:
+    summary = summarise(history.store)
+    requests = {entry.auth_method: entry.requests for entry in summary.auth_methods}
+    assert requests == dict(history.by_auth)
+    anonymous = next(entry for entry in summary.auth_methods if entry.auth_method == "none")
+    assert (anonymous.callers, anonymous.organisations) == (0, 0)
+
+
+def test_client_libraries_per_organisation(history: UsageHistory) -> None:
+    summary = summarise(history.store)
+    found: dict[str, Counter[str]] = defaultdict(Counter)
+    for entry in summary.client_libraries:
+        if entry.organisation is not None:
+            found[entry.organisation][entry.client_library] += entry.requests
+    assert found == history.libraries_by_org
+
+
+def test_a_window_and_an_organisation_narrow_every_answer(history: UsageHistory) -> None:
+    whole = summarise(history.store)
+    first_half = summarise(history.store, until=START + 15 * DAY)
+    second_half = summarise(history.store, since=START + 15 * DAY)
+    assert first_half.total_requests + second_half.total_requests == whole.total_requests
+    assert 0 < first_half.total_requests < whole.total_requests
+    assert second_half.first_seen is not None
+    assert second_half.first_seen >= START + 15 * DAY
+
+    one = summarise(history.store, organisation="org-005")
+    assert one.organisations == 1
+    assert {entry.organisation for entry in one.versions_by_organisation} == {"org-005"}
+    assert sum(entry.requests for entry in one.endpoints) == one.total_requests
+    assert one.total_requests == sum(
+        entry.requests for entry in whole.client_libraries if entry.organisation == "org-005"
+    )
+    for entry in one.endpoints:
+        ordered = sorted(history.org_durations["org-005"][entry.method, entry.route])
+        assert (entry.p50_ms, entry.p95_ms) == (
+            nearest_rank(ordered, 0.50),
+            nearest_rank(ordered, 0.95),
+        )
+
+
+def _report(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "apiusage", "report", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_command_prints_json_with_named_fields(history: UsageHistory) -> None:
+    result = _report("--store", str(history.store), "--json", "--since", "2026-10-16")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["since"] == START + 15 * DAY
+    endpoint = data["endpoints"][0]
+    assert set(endpoint) >= {"method", "route", "requests", "client_errors", "p95_ms"}
+    assert {entry["organisation"] for entry in data["multi_version_organisations"]}
+    assert data["total_requests"] == sum(entry["requests"] for entry in data["versions"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "last tuesday"], "neither an ISO date"),
+        (["--until", "7x"], "neither an ISO date"),
+        (["--org", "no-such-org"], "no events of organisation 'no-such-org'"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_a_failing_status(
+    history: UsageHistory, args: list[str], message: str
+) -> None:
+    result = _report("--store", str(history.store), *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_store_is_one_clear_line(tmp_path: Path) -> None:
+    result = _report("--store", str(tmp_path / "nothing.sqlite3"))
+    assert result.returncode == 1
+    assert "no local store at" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_text_tables_name_every_section(history: UsageHistory) -> None:
+    result = _report(
+        "--store", str(history.store), "--since", "2026-10-01", "--until", "2030-01-01"
+    )
+    assert result.returncode == 0, result.stderr
+    for title in (
+        "Endpoints, most used first",
+        "API versions",
+        "Organisations on several API versions at once",
+        "Authentication methods",
+        "Client libraries by organisation",
+    ):
+        assert title in result.stdout
