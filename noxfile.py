@@ -182,6 +182,7 @@ BENCHMARKS = {
     "server": "benchmarks/bench_server.py",  # real servers under load (needs wrk)
     "memory": "benchmarks/bench_memory.py",  # bytes per queued record
     "faults": "benchmarks/bench_faults.py",  # loss and cost per flush strategy under faults
+    "report": "benchmarks/bench_report.py",  # store size and report time at 1M events
     "instructions": "benchmarks/instructions.py",  # request path under callgrind
     "total_instructions": "benchmarks/total_instructions.py",  # whole process, callgrind
 }

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from apiusage.detect.auth import AuthDetector, looks_like_jwt
+from apiusage.detect.routes import openapi_template
 from apiusage.detect.user_agent import parse_client_library
 from apiusage.detect.versions import UNPARSEABLE, VersionDetector, normalise_version
 from apiusage.record import RequestRecord
@@ -304,3 +305,20 @@ def test_client_library_keeps_no_free_text() -> None:
     assert (library, version) == ("curl", "8.5")
     long_name, _ = parse_client_library("a" * 500 + "/1.0")
     assert long_name is None or len(long_name) <= 64
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("/items/<int:item_id>", "/items/{item_id}"),  # Flask, Django path()
+        ("api/users/<pk>/", "/api/users/{pk}/"),  # Django (no leading slash), a DRF regex
+        ("/files/<path:rest>/raw", "/files/{rest}/raw"),
+        ("/items/{item_id:int}", "/items/{item_id}"),  # Starlette, Falcon
+        ("/files/{path:path}", "/files/{path}"),
+        ("/orgs/{org}/<int:n>", "/orgs/{org}/{n}"),
+        ("/v1/projects", "/v1/projects"),
+        ("/", "/"),
+    ],
+)
+def test_route_templates_are_written_the_openapi_way(template: str, expected: str) -> None:
+    assert openapi_template(template) == expected

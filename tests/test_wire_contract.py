@@ -175,6 +175,7 @@ async def test_api_request_and_journey_event_reach_posthog(
         for key in (
             "method",
             "route",
+            "route_template",
             "status_code",
             "status_class",
             "api_version",
@@ -194,6 +195,7 @@ async def test_api_request_and_journey_event_reach_posthog(
     } == {
         "method": "GET",
         "route": "/v1/users/{user_id}",
+        "route_template": "/v1/users/{user_id}",
         "status_code": 200,
         "status_class": "2xx",
         "api_version": "v1",
@@ -537,7 +539,8 @@ def test_flask_app(server: CaptureServer, install: str) -> None:
         "organisation": "acme",
     }
     if install == "flask_extension":
-        assert first["properties"]["route"] == "/orders/<int:order_id>"
+        assert first["properties"]["route"] == "/orders/{order_id}"
+        assert first["properties"]["route_template"] == "/orders/<int:order_id>"
         assert first["properties"]["framework"] == "flask"
     else:
         # Plain WSGI middleware cannot see Flask's rule, and never reports the raw path.

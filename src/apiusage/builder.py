@@ -13,6 +13,7 @@ import orjson
 from apiusage import __version__
 from apiusage.caller import Identity
 from apiusage.detect.auth import AuthDetector
+from apiusage.detect.routes import openapi_template
 from apiusage.detect.user_agent import parse_client_library
 from apiusage.detect.versions import VersionDetector, VersionResult
 from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate, SharedProperties, new_event_uuid
@@ -62,6 +63,14 @@ def _fingerprint(properties: Mapping[str, Any]) -> int:
 
 
 _STATUS_CLASSES = {digit: f"{digit}xx" for digit in range(1, 6)}
+
+
+def _openapi(template: Any) -> str | None:
+    """The ``route`` property: the template in OpenAPI's syntax (``route_template`` keeps
+    the framework's own)."""
+    return openapi_template(template) if isinstance(template, str) else None
+
+
 #: The properties of :meth:`EventBuilder.build_request`'s shared key, in its order.
 _SHARED_KEY_NAMES = (
     "route",
@@ -166,11 +175,7 @@ class EventBuilder:
         """
         route = record.route
         identity = record.identity
-        rate = (
-            self.route_sample_rates.get(route or "", self.sample_rate)
-            if self.route_sample_rates
-            else self.sample_rate
-        )
+        rate = self._sample_rate(route) if self.route_sample_rates else self.sample_rate
         version = detected.version
         request_id = record.request_id
         if rate >= 1.0 or random.random() < rate:
@@ -241,7 +246,7 @@ class EventBuilder:
             for journey in record.journey:
                 inherited = {
                     "request_id": request_id,
-                    "route": route,
+                    "route": _openapi(route),
                     "method": record.method,
                     "api_version": version.version,
                 }
@@ -259,7 +264,8 @@ class EventBuilder:
         # Every property of the schema is present; what a detector would have said is null.
         properties: dict[str, Any] = dict.fromkeys(_SHARED_KEY_NAMES)
         properties |= {
-            "route": route,
+            "route": _openapi(route),
+            "route_template": route,
             "method": record.method,
             "status_code": status,
             "status_class": _STATUS_CLASSES.get(status // 100) if status else None,
@@ -280,14 +286,32 @@ class EventBuilder:
             )
         )
         for journey in record.journey or ():
-            inherited = {"request_id": request_id, "route": route, "method": record.method}
+            inherited = {
+                "request_id": request_id,
+                "route": _openapi(route),
+                "method": record.method,
+            }
             into.events.append(self._journey(journey, inherited, identity, record))
         if identity is not None and identity.organisation:
             into.groups.extend(self._group_updates(identity, record.started_at))
 
+    def _sample_rate(self, route: str | None) -> float:
+        """The route's rate in ``route_sample_rates``, named by its template in either the
+        framework's syntax or OpenAPI's."""
+        rates = self.route_sample_rates
+        if route is None:
+            return rates.get("", self.sample_rate)
+        found = rates.get(route)
+        if found is None:
+            found = rates.get(_openapi(route) or "", self.sample_rate)
+        return found
+
     def _share(self, key: tuple[Any, ...]) -> SharedProperties:
         """The properties of one combination in :meth:`build_request`'s key, made once."""
         properties = dict(zip(_SHARED_KEY_NAMES, key, strict=True))
+        template = properties["route"]
+        properties["route"] = _openapi(template)
+        properties["route_template"] = template if isinstance(template, str) else None
         status = properties["status_code"]
         properties["status_class"] = _STATUS_CLASSES.get(status // 100) if status else None
         properties["schema_version"] = SCHEMA_VERSION

@@ -14,7 +14,7 @@ from typing import Any
 __all__ = ["SCHEMA_VERSION", "Event", "GroupUpdate", "SharedProperties", "new_event_uuid"]
 
 #: Version of the event schema; bumped on any incompatible change to property names or meaning.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class SharedProperties:

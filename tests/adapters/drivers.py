@@ -85,9 +85,18 @@ class Driver:
     server_errors: list[BaseException] = field(default_factory=list)
     client: UsageClient | None = None
 
-    def template(self, route: str) -> str:
-        """The expected template of a route of the example (``item_v1``, ``/v1/stream`` …)."""
+    def framework_template(self, route: str) -> str:
+        """The framework's own template of a route of the example (``item_v1``,
+        ``/v1/stream`` …): the expected ``route_template``."""
         return self.item_templates.get(route, route)
+
+    def template(self, route: str) -> str:
+        """The expected ``route``: the framework's template in OpenAPI's syntax (written
+        out by hand for the example apps' templates, not with apiusage's own function)."""
+        template = self.framework_template(route)
+        for framework_syntax in ("<int:item_id>", "<item_id>", "{item_id:int}"):
+            template = template.replace(framework_syntax, "{item_id}")
+        return template if template.startswith("/") else "/" + template
 
     @property
     def module(self) -> ModuleType:

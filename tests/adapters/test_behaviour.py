@@ -41,6 +41,8 @@ def assert_common(
     assert properties["status_code"] == reply.status
     assert properties["response_bytes"] == len(reply.body)
     assert properties["method"] == method
+    # The framework's own template, and the same in OpenAPI's syntax (what reports merge).
+    assert properties["route_template"] == (driver.framework_template(route) if route else None)
     assert properties["route"] == (driver.template(route) if route else None)
     assert properties["duration_ms"] > 0
     assert properties["framework"] == driver.framework

@@ -219,7 +219,8 @@ def test_create_app_gives_a_wsgi_handler(project: ModuleType) -> None:
     client = conf.client()
     assert client.flush(timeout=10)
     (event,) = sink.named("api_request")
-    assert event.properties["route"] == "/v2/items/<int:item_id>"
+    assert event.properties["route"] == "/v2/items/{item_id}"
+    assert event.properties["route_template"] == "/v2/items/<int:item_id>"
     assert event.properties["transport"] == "wsgi"
     assert event.distinct_id == "usr_alice"
     client.close(timeout=5)
@@ -279,7 +280,7 @@ async def test_asgi_lifespan_shutdown_flushes(project: ModuleType) -> None:
         "lifespan.shutdown.complete",
     ]
     (event,) = sink.named("api_request")
-    assert event.properties["route"] == "/v1/items/<int:item_id>"
+    assert event.properties["route"] == "/v1/items/{item_id}"
     conf.client().close(timeout=5)
 
 

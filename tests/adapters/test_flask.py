@@ -101,7 +101,8 @@ def test_flask_login_current_user_is_the_caller() -> None:
     carol, anonymous = delivered(app, sink)
     assert carol.distinct_id == "usr_carol"
     assert carol.groups == {"organisation": "org_initech"}
-    assert carol.properties["route"] == "/v1/reports/<int:report_id>"
+    assert carol.properties["route"] == "/v1/reports/{report_id}"
+    assert carol.properties["route_template"] == "/v1/reports/<int:report_id>"
     assert anonymous.personless
     assert anonymous.properties["status_code"] == 401
 
@@ -165,7 +166,7 @@ def test_concurrent_requests_on_the_threaded_dev_server(dev_server: DevServer) -
     events = delivered(dev_server.app, dev_server.sink)
     requests = [event for event in events if event.name == "api_request"]
     assert len({event.uuid for event in requests}) == len(requests) == len(plan)
-    routes = {"item": "/v1/items/<int:item_id>", "project": "/v1/projects", "stream": "/v1/stream"}
+    routes = {"item": "/v1/items/{item_id}", "project": "/v1/projects", "stream": "/v1/stream"}
     seen = Counter(
         (event.properties["route"], event.distinct_id)
         for event in requests

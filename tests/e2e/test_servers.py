@@ -42,10 +42,10 @@ ALICE = ("usr_alice", "org_acme")
 BOB = ("usr_bob", "org_globex")
 KEYS = {ALICE: "key-alice", BOB: "key-bob"}  # the X-API-Keys the examples know
 
-# Route templates in each framework's own syntax; the other routes have no parameters.
+# The expected ``route``: every framework's template in OpenAPI's syntax (the framework's
+# own, ``<int:item_id>`` or ``{item_id:int}``, is in ``route_template``); the other routes
+# have no parameters.
 BRACES = {"item_v1": "/v1/items/{item_id}", "item_v2": "/v2/items/{item_id}"}
-ANGLE = {"item_v1": "/v1/items/<int:item_id>", "item_v2": "/v2/items/<int:item_id>"}
-FALCON = {"item_v1": "/v1/items/{item_id:int}", "item_v2": "/v2/items/{item_id:int}"}
 
 
 @dataclass(frozen=True)
@@ -81,14 +81,14 @@ SETUPS = {
     "starlette-uvicorn": Setup(
         "starlette", "asgi", "starlette_app:create_app", BRACES, factory=True
     ),
-    "flask-gunicorn": Setup("flask", "wsgi", "flask_app:create_app()", ANGLE, workers=2),
-    "django-gunicorn": Setup("django", "wsgi", "django_app:application", ANGLE, workers=2),
-    "django-uvicorn": Setup("django", "asgi", "django_app:asgi_application", ANGLE),
+    "flask-gunicorn": Setup("flask", "wsgi", "flask_app:create_app()", BRACES, workers=2),
+    "django-gunicorn": Setup("django", "wsgi", "django_app:application", BRACES, workers=2),
+    "django-uvicorn": Setup("django", "asgi", "django_app:asgi_application", BRACES),
     # Django's own ASGI handler, as startproject's asgi.py makes it: no lifespan, so only
     # apiusage's SIGTERM handler can deliver before uvicorn ends the process.
-    "django-uvicorn-stock": Setup("django", "asgi", "django_app:stock_asgi_application", ANGLE),
+    "django-uvicorn-stock": Setup("django", "asgi", "django_app:stock_asgi_application", BRACES),
     "litestar-uvicorn": Setup("litestar", "asgi", "litestar_app:create_app", BRACES, factory=True),
-    "falcon-gunicorn": Setup("falcon", "wsgi", "falcon_app:create_app()", FALCON, workers=2),
+    "falcon-gunicorn": Setup("falcon", "wsgi", "falcon_app:create_app()", BRACES, workers=2),
 }
 
 

@@ -1,16 +1,41 @@
-"""Route templates from an ASGI scope, for frameworks that leave them there.
+"""Route templates: read from an ASGI scope, and written in one syntax for every framework.
 
 Never the raw path: an unmatched request has no route (raw paths carry ids and secrets
 and have unbounded cardinality). Framework adapters that know better set the route
-themselves; this is the generic fallback used by :class:`apiusage.ASGIMiddleware`.
+themselves; :func:`asgi_route_template` is the generic fallback used by
+:class:`apiusage.ASGIMiddleware`. :func:`openapi_template` writes any framework's
+template the OpenAPI way (``/items/{item_id}``), so reports of services built with
+different frameworks merge.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["asgi_route_template"]
+__all__ = ["asgi_route_template", "openapi_template"]
+
+#: ``<name>``, ``<int:name>`` (Flask, Django) and ``{name}``, ``{name:int}``, ``{name:.*}``
+#: (Starlette, FastAPI, Falcon, Litestar): a parameter and its converter, if any.
+_ANGLE_PARAMETER = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
+_BRACE_PARAMETER = re.compile(r"\{([^{}:]+):[^{}]*\}")
+_normalised: dict[str, str] = {}
+
+
+def openapi_template(template: str) -> str:
+    """``template`` in OpenAPI's syntax: parameters as ``{name}`` without converters, and a
+    leading slash (Django's routes have none). ``/items/<int:item_id>`` (Flask, Django)
+    and ``/items/{item_id:int}`` (Starlette) both become ``/items/{item_id}``."""
+    found = _normalised.get(template)
+    if found is None:
+        found = _BRACE_PARAMETER.sub(r"{\1}", _ANGLE_PARAMETER.sub(r"{\1}", template))
+        if not found.startswith("/"):
+            found = "/" + found
+        if len(_normalised) > 10_000:  # templates are few; a flood of them is not kept
+            _normalised.clear()
+        _normalised[template] = found
+    return found
 
 
 def _mount_prefix(scope: Mapping[str, Any], entry_root_path: str) -> str:
