@@ -104,7 +104,7 @@ def test_a_flask_request_is_delivered_before_the_test_client_returns(
     with app.test_client() as http:
         assert http.get("/v1/widgets/4", buffered=True).status_code == 200  # closed, as servers do
     names = sorted(event["event"] for event in posthog_env.events())
-    assert names == ["api_request", "widget_viewed"]
+    assert names == ["api_request", "api_route_inventory", "widget_viewed"]
 
 
 def test_when_posthog_is_unreachable_the_request_ends_within_its_budget(

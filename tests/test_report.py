@@ -6,6 +6,8 @@ store; each answer is compared with what the generator counted as it made the re
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import subprocess
@@ -160,3 +162,74 @@ def test_text_tables_name_every_section(history: UsageHistory) -> None:
         "Client libraries by organisation",
     ):
         assert title in result.stdout
+
+
+def test_never_called_endpoints_come_from_the_route_inventory(history: UsageHistory) -> None:
+    summary = summarise(history.store)
+    assert summary.never_called is not None
+    assert [(entry.method, entry.route) for entry in summary.never_called] == (history.never_called)
+    # For one organisation: every endpoint it did not call (what it under-uses).
+    one = summarise(history.store, organisation="org-004")
+    assert one.never_called is not None
+    unused = {(entry.method, entry.route) for entry in one.never_called}
+    assert unused == set(history.routes) - history.routes_by_org["org-004"]
+
+
+def test_deprecated_endpoints_list_who_still_calls_them(history: UsageHistory) -> None:
+    summary = summarise(history.store)
+    found = {(entry.method, entry.route): entry for entry in summary.deprecated}
+    assert set(found) == set(history.deprecated)
+    for endpoint, expected in history.deprecated_by_caller.items():
+        entry = found[endpoint]
+        assert entry.requests == sum(expected.values())
+        by_caller = {(row.organisation, row.caller): row.requests for row in entry.by_caller}
+        assert by_caller == dict(expected)
+        assert {row.organisation for row in entry.by_caller} - {None} == {
+            org for org, _ in expected if org is not None
+        }
+        assert all(int(org[4:]) % 3 == 0 for org, _ in expected if org is not None)
+        assert all(row.client_libraries for row in entry.by_caller)
+
+
+def test_a_route_named_on_the_command_line_counts_as_deprecated(history: UsageHistory) -> None:
+    route = ("POST", "/signup")
+    summary = summarise(history.store, deprecated_routes=["POST /signup"])
+    found = {(entry.method, entry.route): entry for entry in summary.deprecated}
+    assert found[route].requests == history.by_route[route]
+    assert set(found) == {*history.deprecated, route}
+
+
+def test_without_a_route_inventory_never_called_is_unknown(tmp_path: Path) -> None:
+    store = tmp_path / "events.sqlite3"
+    generate(store, events=300, organisations=3, routes=8, inventory=False)
+    summary = summarise(store)
+    assert summary.never_called is None
+    assert summary.deprecated == []
+
+
+def test_the_outreach_list_as_csv(history: UsageHistory) -> None:
+    result = _report("--store", str(history.store), "--csv", "deprecated")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert set(rows[0]) == {
+        "method",
+        "route",
+        "organisation",
+        "caller",
+        "requests",
+        "last_seen",
+        "client_libraries",
+    }
+    found: dict[tuple[str, str], Counter[tuple[str | None, str | None]]] = defaultdict(Counter)
+    for row in rows:
+        who = (row["organisation"] or None, row["caller"] or None)
+        found[row["method"], row["route"]][who] += int(row["requests"])
+        assert row["last_seen"].endswith("Z")
+    assert found == history.deprecated_by_caller
+
+
+def test_bad_deprecated_route_on_the_command_line(history: UsageHistory) -> None:
+    result = _report("--store", str(history.store), "--deprecated", "GET signup")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1  # one line
+    assert "'GET signup' is not a route" in result.stderr

@@ -504,13 +504,33 @@ def test_flask_app(server: CaptureServer, install: str) -> None:
         assert client.flush(10)
     finally:
         client.close(timeout=5)
-    events = server.wait_for(4)
+    events = server.wait_for(5 if install == "flask_extension" else 4)
+    inventories = _named(events, "api_route_inventory")
+    events = [event for event in events if event["event"] != "api_route_inventory"]
     assert [event["event"] for event in events] == [
         "$groupidentify",
         "api_request",
         "order_placed",
         "api_request",
     ]
+    if install == "flask_extension":  # the extension lists the app's routes
+        [inventory] = inventories
+        assert inventory["distinct_id"] == "apiusage-route-inventory"
+        assert uuid.UUID(inventory["uuid"]).version == 5  # from the content: sent once
+        assert inventory["properties"]["$process_person_profile"] is False
+        assert inventory["properties"]["routes"] == [
+            {
+                "method": "POST",
+                "route": "/orders/{order_id}",
+                "route_template": "/orders/<int:order_id>",
+                "deprecated": False,
+                "operation_id": None,
+            }
+        ]
+        assert inventory["properties"]["route_count"] == 1
+        assert inventory["properties"]["schema_version"] == apiusage.SCHEMA_VERSION
+    else:  # plain WSGI middleware cannot see Flask's routes
+        assert inventories == []
     first, second = _named(events, "api_request")
     assert first["distinct_id"] == "buyer-7"
     assert first["uuid"] == first["properties"]["request_id"]

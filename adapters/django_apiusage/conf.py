@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from apiusage import ConfigurationError, Resolver, UsageClient, load_settings, use_client
+from django_apiusage.routes import django_routes
 
 __all__ = ["client", "read_config"]
 
@@ -63,4 +64,6 @@ def client() -> UsageClient:
     ``override_settings(APIUSAGE=...)`` the middleware built next gets a client of its own.
     """
     options, objects = read_config()
-    return use_client(**objects, **options)
+    usage = use_client(**objects, **options)
+    usage.add_route_source(django_routes, name="django-urlconf")
+    return usage

@@ -8,7 +8,12 @@ handler, or from any resolver.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from apiusage import Route
 from starlette_apiusage import ApiUsage as _StarletteApiUsage
+from starlette_apiusage.routes import fastapi_routes
 
 __all__ = ["ApiUsage"]
 
@@ -21,3 +26,4 @@ class ApiUsage(_StarletteApiUsage):
     """
 
     framework = "fastapi"
+    list_routes: Callable[[Any], Iterable[Route]] = staticmethod(fastapi_routes)

@@ -15,6 +15,7 @@ from flask import Flask, g, got_request_exception, request
 
 from apiusage import (
     Resolver,
+    Route,
     Sink,
     StateResolver,
     UsageClient,
@@ -23,8 +24,9 @@ from apiusage import (
     current_record,
     use_client,
 )
+from apiusage.inventory import is_marked_deprecated, routes_for_methods, routes_of_live_app
 
-__all__ = ["ApiUsage", "flask_login_user"]
+__all__ = ["ApiUsage", "flask_login_user", "flask_routes"]
 
 _CONFIG_PREFIX = "APIUSAGE_"
 
@@ -55,6 +57,21 @@ def _without_cycle(app: Flask) -> Any:
         return type(live).wsgi_app(live, environ, start_response)
 
     return call_app
+
+
+def flask_routes(app: Flask) -> list[Route]:
+    """Every rule of ``app``'s URL map (blueprint prefixes included), but its static files;
+    a view marked with ``apiusage.deprecated`` makes its rules deprecated."""
+    routes: list[Route] = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static" or rule.endpoint.endswith(".static"):
+            continue
+        view = app.view_functions.get(rule.endpoint)
+        deprecated = is_marked_deprecated(view) or is_marked_deprecated(
+            getattr(view, "view_class", None)
+        )
+        routes.extend(routes_for_methods(rule.methods, rule.rule, deprecated=deprecated))
+    return routes
 
 
 def _record_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
@@ -130,4 +147,5 @@ class ApiUsage:
                 client.resolve_current()
 
         got_request_exception.connect(_record_exception, app)
+        client.add_route_source(routes_of_live_app(app, flask_routes))
         app.teardown_request(finish_in_request_context)

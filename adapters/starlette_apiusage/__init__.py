@@ -7,10 +7,12 @@ its exception class.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from apiusage import ASGIMiddleware, Resolver, Sink, UsageClient, use_client
+from apiusage.inventory import Route, routes_of_live_app
+from starlette_apiusage.routes import starlette_routes
 
 __all__ = ["ApiUsage"]
 
@@ -24,6 +26,8 @@ class ApiUsage:
     """
 
     framework = "starlette"
+    #: Lists the app's routes for the route inventory.
+    list_routes: Callable[[Any], Iterable[Route]] = staticmethod(starlette_routes)
 
     def __init__(
         self,
@@ -57,3 +61,4 @@ class ApiUsage:
 
         app.build_middleware_stack = build_middleware_stack_with_apiusage
         app._apiusage = self
+        self.client.add_route_source(routes_of_live_app(app, type(self).list_routes))

@@ -21,6 +21,7 @@ from apiusage.identity import (
     from_header,
     from_state,
 )
+from apiusage.inventory import Route, deprecated
 from apiusage.middleware import ASGIMiddleware, WSGIMiddleware
 from apiusage.recording import Recording, annotate, current_record
 from apiusage.registry import get_client, use_client
@@ -39,6 +40,7 @@ __all__ = [
     "RequestView",
     "Resolver",
     "ResolverChain",
+    "Route",
     "Settings",
     "SharedProperties",
     "Sink",
@@ -48,6 +50,7 @@ __all__ = [
     "__version__",
     "annotate",
     "current_record",
+    "deprecated",
     "flush",
     "from_api_key",
     "from_header",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -17,6 +18,13 @@ from apiusage.detect.routes import openapi_template
 from apiusage.detect.user_agent import parse_client_library
 from apiusage.detect.versions import VersionDetector, VersionResult
 from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate, SharedProperties, new_event_uuid
+from apiusage.inventory import (
+    INVENTORY_DISTINCT_ID,
+    INVENTORY_EVENT,
+    RouteInventory,
+    configured_deprecations,
+    is_deprecated,
+)
 from apiusage.record import JourneyEvent, RequestRecord
 from apiusage.request_view import RequestView
 
@@ -136,6 +144,7 @@ class EventBuilder:
         auth: AuthDetector,
         sample_rate: float = 1.0,
         route_sample_rates: Mapping[str, float] | None = None,
+        deprecated_routes: Iterable[str] = (),
     ) -> None:
         self.event_name = event_name
         self.organisation_group = organisation_group
@@ -147,6 +156,9 @@ class EventBuilder:
         self._groups_sent: dict[str, int] = {}
         self._persons_sent: dict[str, int] = {}
         self._shared: dict[tuple[Any, ...], SharedProperties] = {}
+        #: (method, route) of deprecated routes: the configured ones until the route
+        #: inventory arrives, then the inventory's (which include them).
+        self._deprecated = configured_deprecations(deprecated_routes)
 
     def forget_sent(self) -> None:
         """Forget which groups/persons were sent (after a fork, the child starts fresh)."""
@@ -266,6 +278,7 @@ class EventBuilder:
         properties |= {
             "route": _openapi(route),
             "route_template": route,
+            "deprecated": is_deprecated(self._deprecated, record.method, _openapi(route)),
             "method": record.method,
             "status_code": status,
             "status_class": _STATUS_CLASSES.get(status // 100) if status else None,
@@ -295,6 +308,27 @@ class EventBuilder:
         if identity is not None and identity.organisation:
             into.groups.extend(self._group_updates(identity, record.started_at))
 
+    def build_inventory(self, inventory: RouteInventory, into: Built) -> None:
+        """The ``api_route_inventory`` event; requests built from now on say whether their
+        route is deprecated by the inventory's account."""
+        deprecated = inventory.deprecated() | self._deprecated
+        if deprecated != self._deprecated:
+            self._deprecated = deprecated
+            self._shared.clear()  # shared properties carry the old ``deprecated``
+        properties = inventory.properties()
+        properties["schema_version"] = SCHEMA_VERSION
+        properties["apiusage_version"] = __version__
+        into.events.append(
+            Event(
+                INVENTORY_EVENT,
+                INVENTORY_DISTINCT_ID,
+                properties,
+                time.time(),
+                inventory.uuid,
+                personless=True,
+            )
+        )
+
     def _sample_rate(self, route: str | None) -> float:
         """The route's rate in ``route_sample_rates``, named by its template in either the
         framework's syntax or OpenAPI's."""
@@ -310,8 +344,9 @@ class EventBuilder:
         """The properties of one combination in :meth:`build_request`'s key, made once."""
         properties = dict(zip(_SHARED_KEY_NAMES, key, strict=True))
         template = properties["route"]
-        properties["route"] = _openapi(template)
+        route = properties["route"] = _openapi(template)
         properties["route_template"] = template if isinstance(template, str) else None
+        properties["deprecated"] = is_deprecated(self._deprecated, properties["method"], route)
         status = properties["status_code"]
         properties["status_class"] = _STATUS_CLASSES.get(status // 100) if status else None
         properties["schema_version"] = SCHEMA_VERSION

@@ -15,11 +15,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from apiusage.backends import spool_for
 from apiusage.config import ConfigurationError, Settings, load_settings
+from apiusage.inventory import parse_route_entry
 from apiusage.report import delivery_health, format_delivery, format_summary, summarise
+from apiusage.report.tables import CSV_TABLES, write_csv
 
 __all__ = ["main"]
 
@@ -39,9 +41,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad input gets one line naming the problem (and where to look), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _main(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="apiusage", description="How your API is used.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="apiusage", description="How your API is used.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     report = commands.add_parser("report", help="print the usage summary from the local store")
     report.add_argument(
         "--store",
@@ -59,7 +68,23 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     report.add_argument("--until", type=_moment, help="before this time (same forms as --since)")
     report.add_argument("--org", help="only this organisation's requests")
-    report.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    report.add_argument(
+        "--deprecated",
+        action="append",
+        default=[],
+        type=_route_entry,
+        metavar="ROUTE",
+        help="report this route as deprecated too: 'GET /v1/reports', or '/v1/reports' for "
+        "any method (repeatable; adds to APIUSAGE_DEPRECATED_ROUTES and the route inventory)",
+    )
+    output = report.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    output.add_argument(
+        "--csv",
+        choices=sorted(CSV_TABLES),
+        metavar="TABLE",
+        help="print one table as CSV: " + ", ".join(sorted(CSV_TABLES)),
+    )
     health = commands.add_parser(
         "health",
         help="where events go, and how many wait on disk, were refused or were dropped "
@@ -83,6 +108,7 @@ def _main(argv: Sequence[str] | None) -> int:
             since=args.since,
             until=args.until,
             organisation=args.org,
+            deprecated_routes=[*settings.deprecated_routes, *args.deprecated],
         )
     except FileNotFoundError:
         print(
@@ -95,9 +121,19 @@ def _main(argv: Sequence[str] | None) -> int:
         return 1
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
+    elif args.csv:
+        write_csv(summary, args.csv, sys.stdout)
     else:
         print(format_summary(summary))
     return 0
+
+
+def _route_entry(text: str) -> str:
+    try:
+        parse_route_entry(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 _AGE_UNITS = {"d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0, "w": 604_800.0}

@@ -38,6 +38,7 @@ from apiusage.identity import (
     from_state,
     identity_from_state,
 )
+from apiusage.inventory import InventoryRequest, RouteSource
 from apiusage.offload import in_trio, run_in_thread
 from apiusage.pipeline import EventPipeline
 from apiusage.record import (
@@ -142,6 +143,7 @@ class UsageClient:
             auth=self.auth_detector,
             sample_rate=settings.sample_rate,
             route_sample_rates=settings.route_sample_rates,
+            deprecated_routes=settings.deprecated_routes,
         )
         self.pipeline = EventPipeline(self.builder, self.fallback_resolver, self.sink, self.stats)
         self.delivery: Delivery = BackgroundDelivery(
@@ -169,6 +171,10 @@ class UsageClient:
         self._header_names = frozenset(name.encode("latin-1") for name in read_headers)
         self._closed = False
         self._enabled = settings.enabled
+        #: Where the app's routes come from (adapters add theirs); sent once, see
+        #: :mod:`apiusage.inventory`.
+        self._route_sources: list[tuple[str | None, RouteSource]] = []
+        self._inventory_queued = False
         self._release = lifetime.watch(
             self,
             self.delivery,
@@ -355,8 +361,39 @@ class UsageClient:
         return self.delivery.submitted, timeout
 
     def submit(self, record: RequestRecord) -> None:
+        if not self._inventory_queued:
+            self._queue_inventory()
         record.queued_bytes = self._detach(record)
         self.delivery.submit(record)
+
+    def add_route_source(self, source: RouteSource, *, name: str | None = None) -> None:
+        """Tell apiusage how to list the app's routes (framework adapters do this).
+
+        ``source`` is called once, on the delivery worker, when the first request is
+        recorded; its routes become the ``api_route_inventory`` event. Several apps
+        sharing one client each add theirs; a source with a ``name`` replaces the one
+        added before under the same name.
+        """
+        if name is not None:
+            self._route_sources = [
+                (named, known) for named, known in self._route_sources if named != name
+            ]
+        self._route_sources.append((name, source))
+        self._inventory_queued = False
+
+    def _queue_inventory(self) -> None:
+        """Ahead of the first request's record: the worker lists the routes then, off the
+        request path and after the app registered them all."""
+        self._inventory_queued = True
+        if self._route_sources or self.settings.deprecated_routes:
+            self.delivery.submit(
+                InventoryRequest(
+                    tuple(source for _, source in self._route_sources),
+                    self.settings.framework,
+                    self.settings.deprecated_routes,
+                    self.is_excluded,
+                )
+            )
 
     def _detach(self, record: RequestRecord) -> int:
         """Keep only what the worker needs, so the request's objects die with the request.

@@ -97,6 +97,14 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Per route template sample rates, e.g. {'/v1/events': 0.1}.",
     )
+    deprecated_routes: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Routes to report as deprecated, besides those the framework marks: "
+            "'GET /v1/reports' (one method) or '/v1/reports' (any), in OpenAPI's or the "
+            "framework's template syntax."
+        ),
+    )
 
     # --- detection -----------------------------------------------------------------
     version_sources: tuple[VersionSource, ...] = ("path", "header", "media_type", "query")
@@ -202,6 +210,15 @@ class Settings(BaseSettings):
         for path in value:
             if not path.startswith("/"):
                 raise ValueError(f"every path must start with '/': {path!r}")
+        return value
+
+    @field_validator("deprecated_routes")
+    @classmethod
+    def _routes_are_templates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from apiusage.inventory import parse_route_entry
+
+        for entry in value:
+            parse_route_entry(entry)
         return value
 
     @field_validator("route_sample_rates")

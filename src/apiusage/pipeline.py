@@ -17,6 +17,7 @@ from typing import Any
 from apiusage.builder import Built, Detected, EventBuilder
 from apiusage.health import Stats
 from apiusage.identity import Identity, ResolverChain
+from apiusage.inventory import InventoryRequest
 from apiusage.record import IdentifyCall, JourneyEvent, RequestRecord, exception_name
 from apiusage.request_view import RequestView
 from apiusage.sinks.base import Sink
@@ -102,6 +103,9 @@ class EventPipeline:
             self.builder.build_journey(item, into)
         elif isinstance(item, IdentifyCall):
             self.builder.build_identify(item.identity, item.timestamp, into)
+        elif isinstance(item, InventoryRequest):
+            inventory = item.inventory(self.stats.error)
+            self.builder.build_inventory(inventory, into)
         else:
             raise TypeError(f"cannot build events from {type(item).__name__}")
 

@@ -228,9 +228,28 @@ def _assert_received(setup: Setup, exchange: Exchange, capture: CaptureServer) -
     assert streamed["response_bytes"] == len(STREAM_BODY)
     assert streamed["duration_ms"] >= STREAM_PAUSES_MS * 0.9
 
+    # The route inventory: one per worker, all the same event (PostHog keeps one), listing
+    # every route the app serves, the ones no request called among them.
+    # (Litestar and Falcon have no adapter to list their routes.)
+    inventories = [event for event in events if event["event"] == "api_route_inventory"]
+    if setup.framework in ("fastapi", "starlette", "flask", "django"):
+        assert 1 <= len(inventories) <= setup.workers
+        assert len({event["uuid"] for event in inventories}) == 1
+        routes = inventories[0]["properties"]["routes"]
+        listed = {(route["method"], route["route"]) for route in routes}
+        any_method = {route["route"] for route in routes if route["method"] == "*"}  # Django
+        called = {(method, route) for method, route in by_route if route is not None}
+        assert {entry for entry in called if entry[1] not in any_method} <= listed, called
+        assert ("GET", "/v1/items/{item_id}") in listed or "/v1/items/{item_id}" in any_method
+        assert not {entry for entry in listed if entry[1] == "/health"}  # never recorded
+    else:
+        assert inventories == []
+
     # Journey events: one per track(), attributed like the request that made it; no others.
     journeys = [
-        event for event in events if event["event"] not in ("api_request", "$groupidentify")
+        event
+        for event in events
+        if event["event"] not in ("api_request", "$groupidentify", "api_route_inventory")
     ]
     assert sorted(event["event"] for event in journeys) == ["project_create", "signup"]
     for journey in journeys:

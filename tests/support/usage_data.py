@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apiusage import Identity, UsageClient
+from apiusage import Identity, Route, UsageClient
+from apiusage.inventory import InventoryRequest
 from apiusage.record import JourneyEvent, RequestRecord
 from apiusage.sinks.store import LocalStoreSink
 
@@ -68,6 +69,12 @@ class UsageHistory:
     deprecated_callers: dict[tuple[str, str], Counter[str]] = field(
         default_factory=lambda: defaultdict(Counter)
     )
+    #: (method, route) deprecated → (organisation, caller) → requests
+    deprecated_by_caller: dict[tuple[str, str], Counter[tuple[str | None, str | None]]] = field(
+        default_factory=lambda: defaultdict(Counter)
+    )
+    #: organisation → (method, route) it called
+    routes_by_org: dict[str, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
     #: journey step → callers who reached it (in order)
     journey_callers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     #: (method, route) → durations in milliseconds
@@ -103,6 +110,7 @@ def generate(
     days: int = 30,
     seed: int = 7,
     batch: int = 2_000,
+    inventory: bool = True,
 ) -> UsageHistory:
     """Write about ``events`` events (requests and their journey events) to ``store``."""
     rng = random.Random(seed)
@@ -118,6 +126,15 @@ def generate(
         deprecated=all_routes[:2],
         never_called=[all_routes[-1]],
     )
+    # The app's route inventory, as its adapter would list it: two deprecated routes.
+    routes = [
+        Route.of(method, route, deprecated=(method, route) in history.deprecated)
+        for method, route in all_routes
+    ]
+    if inventory:
+        client.pipeline.process(
+            [InventoryRequest((lambda: routes,), "fastapi", (), lambda path: False)]
+        )
     called = all_routes[:-1]
     # Popularity falls off along the list (a few routes carry most of the traffic).
     weights = [1.0 / (rank + 1) for rank in range(len(called))]
@@ -173,7 +190,11 @@ def generate(
         history.durations[method, route].append(duration)
         if identity is not None:
             history.org_durations[org][method, route].append(duration)
+        if (method, route) in history.deprecated:
+            caller = (org, user) if identity is not None else (None, None)
+            history.deprecated_by_caller[method, route][caller] += 1
         if identity is not None:
+            history.routes_by_org[org].add((method, route))
             history.versions_by_org[org].add(version)
             history.libraries_by_org[org][library.decode().split("/")[0]] += 1
             if (method, route) in history.deprecated:

@@ -10,10 +10,13 @@ from apiusage.report.delivery import DeliveryHealth
 
 __all__ = [
     "AuthUsage",
+    "DeprecatedCaller",
+    "DeprecatedEndpoint",
     "EndpointUsage",
     "JourneyEventCount",
     "LibraryUsage",
     "OrganisationVersions",
+    "UnusedEndpoint",
     "UsageSummary",
     "VersionUsage",
 ]
@@ -33,6 +36,40 @@ class EndpointUsage:
     p50_ms: float | None = None
     p95_ms: float | None = None
     last_seen: float | None = None
+
+
+@dataclass(slots=True)
+class UnusedEndpoint:
+    """An endpoint of the app's route inventory that no request called in the window."""
+
+    method: str  # ``*``: any method (the framework does not say)
+    route: str
+    deprecated: bool = False
+
+
+@dataclass(slots=True)
+class DeprecatedCaller:
+    """One caller still calling a deprecated endpoint: who to tell before removing it."""
+
+    organisation: str | None
+    caller: str | None  # None: anonymous requests
+    requests: int = 0
+    last_seen: float | None = None
+    #: "name version" of each client library seen, most used first.
+    client_libraries: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DeprecatedEndpoint:
+    """A deprecated endpoint and who still calls it in the window (most requests first)."""
+
+    method: str
+    route: str
+    requests: int = 0
+    callers: int = 0
+    organisations: int = 0
+    last_seen: float | None = None
+    by_caller: list[DeprecatedCaller] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -108,6 +145,12 @@ class UsageSummary:
     auth_methods: list[AuthUsage] = field(default_factory=list)
     client_libraries: list[LibraryUsage] = field(default_factory=list)
     journey: list[JourneyEventCount] = field(default_factory=list)
+    #: From the latest route inventory in the store (None: the app sent none, so which
+    #: endpoints are never called cannot be told).
+    never_called: list[UnusedEndpoint] | None = None
+    #: Every deprecated endpoint (by the inventory, the settings or ``--deprecated``),
+    #: called or not.
+    deprecated: list[DeprecatedEndpoint] = field(default_factory=list)
     delivery: DeliveryHealth = field(default_factory=DeliveryHealth)
 
     @property

@@ -30,6 +30,13 @@ from apiusage.report.answers import (
     VersionUsage,
 )
 from apiusage.report.delivery import read_delivery
+from apiusage.report.deprecations import (
+    ShapeOwner,
+    deprecated_endpoints,
+    deprecated_usage,
+    latest_inventory,
+    never_called,
+)
 from apiusage.sinks.store import connect
 
 __all__ = ["summarise"]
@@ -60,9 +67,11 @@ def summarise(
     since: float | None = None,
     until: float | None = None,
     organisation: str | None = None,
+    deprecated_routes: Iterable[str] = (),
 ) -> UsageSummary:
-    """Read the store and answer the report's questions over ``[since, until)``,
-    for one ``organisation`` when given."""
+    """Read the store and answer the report's questions over ``[since, until)``, for one
+    ``organisation`` when given; ``deprecated_routes`` (``"GET /v1/x"`` or ``"/v1/x"``)
+    are reported as deprecated besides those the route inventory marks."""
     with closing(connect(store, readonly=True)) as db:
         summary = UsageSummary(since=since, until=until, organisation=organisation)
         window, values = _window(since, until)
@@ -84,6 +93,11 @@ def summarise(
             _latencies(db, summary, window, values)
         else:
             _latencies_of_shapes(db, summary, rollup.endpoint_of, window, values)
+        inventory = latest_inventory(db)
+        if inventory is not None:
+            summary.never_called = never_called(inventory, summary.endpoints)
+        deprecated = deprecated_endpoints(inventory, deprecated_routes)
+        summary.deprecated = deprecated_usage(db, deprecated, rollup.owners, window, values)
         summary.delivery = read_delivery(db)
     return summary
 
@@ -124,6 +138,8 @@ class _Rollup:
         self.event_name = event_name
         #: The request shapes with a route, and their endpoint (for latency by shape).
         self.endpoint_of: dict[int, tuple[str, str]] = {}
+        #: The same shapes' endpoint, organisation and client library (deprecation report).
+        self.owners: dict[int, ShapeOwner] = {}
         self.endpoints: dict[tuple[str, str], _Answer] = defaultdict(_Answer)
         self.versions: dict[str, _Answer] = defaultdict(_Answer)
         self.auth: dict[str, _Answer] = defaultdict(_Answer)
@@ -164,6 +180,10 @@ class _Rollup:
         if route is not None:
             endpoint_key = (shape[_METHOD] or "", route)
             self.endpoint_of[shape[_ID]] = endpoint_key
+            library = shape[_LIBRARY]
+            if library is not None and shape[_LIBRARY_VERSION]:
+                library = f"{library} {shape[_LIBRARY_VERSION]}"
+            self.owners[shape[_ID]] = (endpoint_key, organisation, library)
             endpoint = self.endpoints[endpoint_key]
             answers.append(endpoint)
             status = shape[_STATUS] or 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from apiusage.report.answers import UsageSummary
+from apiusage.report.answers import DeprecatedCaller, UsageSummary
 from apiusage.report.delivery import format_delivery
 
 __all__ = ["format_summary"]
@@ -132,5 +132,58 @@ def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
             [[entry.event, entry.events, entry.callers] for entry in summary.journey],
             width,
         )
+    lines += _never_called(summary, width)
+    lines += _deprecated(summary, width)
     lines += format_delivery(summary.delivery)
     return "\n".join(lines)
+
+
+def _never_called(summary: UsageSummary, width: int) -> list[str]:
+    title = "Endpoints never called in this window"
+    if summary.organisation:
+        title = f"Endpoints {summary.organisation} never called in this window"
+    lines = ["", title, "-" * len(title)]
+    if summary.never_called is None:
+        return [*lines, "(unknown: no route inventory in the store yet)"]
+    if not summary.never_called:
+        return [*lines, "(none)"]
+    for entry in summary.never_called:
+        mark = "  (deprecated)" if entry.deprecated else ""
+        lines.append(f"{entry.method} {entry.route}{mark}")
+    return lines
+
+
+#: Organisations listed per deprecated endpoint in the text report (all of them: --csv).
+_SHOWN_ORGANISATIONS = 15
+
+
+def _deprecated(summary: UsageSummary, width: int) -> list[str]:
+    if not summary.deprecated:
+        return []
+    title = "Deprecated endpoints and who still calls them"
+    lines = ["", title, "-" * len(title)]
+    for entry in summary.deprecated:
+        lines.append(
+            f"{entry.method} {entry.route}: {entry.requests} requests, {entry.callers} callers, "
+            f"{entry.organisations} organisations, last {_when(entry.last_seen)}"
+        )
+        by_organisation: dict[str | None, list[DeprecatedCaller]] = {}
+        for caller in entry.by_caller:
+            by_organisation.setdefault(caller.organisation, []).append(caller)
+        ranked = sorted(by_organisation.items(), key=lambda item: -sum(c.requests for c in item[1]))
+        for organisation, callers in ranked[:_SHOWN_ORGANISATIONS]:
+            requests = sum(caller.requests for caller in callers)
+            last = max(caller.last_seen or 0.0 for caller in callers)
+            libraries = sorted({name for caller in callers for name in caller.client_libraries})
+            label = organisation or "(no organisation)"
+            named = sum(1 for caller in callers if caller.caller is not None)
+            lines.append(
+                f"  {label[:width]:<{width}} {requests:>9} requests {named:>5} callers  "
+                f"last {_when(last)[:10]}  {', '.join(libraries)}"
+            )
+        if len(ranked) > _SHOWN_ORGANISATIONS:
+            lines.append(
+                f"  … and {len(ranked) - _SHOWN_ORGANISATIONS} more organisations "
+                "(every caller: apiusage report --csv deprecated)"
+            )
+    return lines

@@ -1,0 +1,112 @@
+"""The report's answers as CSV tables (``apiusage report --csv TABLE``), one row per line.
+
+``deprecated`` is the outreach list: every caller of a deprecated endpoint, with its
+organisation, how often and when it last called, and the client libraries it used.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Iterable
+from typing import IO, Any
+
+from apiusage.report.answers import UsageSummary
+
+__all__ = ["CSV_TABLES", "write_csv"]
+
+
+def _iso(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _deprecated(summary: UsageSummary) -> Iterable[list[Any]]:
+    yield ["method", "route", "organisation", "caller", "requests", "last_seen", "client_libraries"]
+    for endpoint in summary.deprecated:
+        for caller in endpoint.by_caller:
+            yield [
+                endpoint.method,
+                endpoint.route,
+                caller.organisation or "",
+                caller.caller or "",
+                caller.requests,
+                _iso(caller.last_seen),
+                "; ".join(caller.client_libraries),
+            ]
+
+
+def _endpoints(summary: UsageSummary) -> Iterable[list[Any]]:
+    yield [
+        "method",
+        "route",
+        "requests",
+        "callers",
+        "organisations",
+        "client_errors",
+        "server_errors",
+        "p50_ms",
+        "p95_ms",
+        "last_seen",
+    ]
+    for entry in summary.endpoints:
+        yield [
+            entry.method,
+            entry.route,
+            entry.requests,
+            entry.callers,
+            entry.organisations,
+            entry.client_errors,
+            entry.server_errors,
+            "" if entry.p50_ms is None else entry.p50_ms,
+            "" if entry.p95_ms is None else entry.p95_ms,
+            _iso(entry.last_seen),
+        ]
+
+
+def _never_called(summary: UsageSummary) -> Iterable[list[Any]]:
+    yield ["method", "route", "deprecated"]
+    for entry in summary.never_called or ():
+        yield [entry.method, entry.route, str(entry.deprecated).lower()]
+
+
+def _versions(summary: UsageSummary) -> Iterable[list[Any]]:
+    yield ["organisation", "api_version", "requests", "last_seen"]
+    for entry in summary.versions_by_organisation:
+        for version in entry.versions:
+            yield [
+                entry.organisation,
+                version,
+                entry.requests[version],
+                _iso(entry.last_seen[version]),
+            ]
+
+
+def _libraries(summary: UsageSummary) -> Iterable[list[Any]]:
+    yield ["organisation", "client_library", "version", "requests", "callers", "last_seen"]
+    for entry in summary.client_libraries:
+        yield [
+            entry.organisation or "",
+            entry.client_library,
+            entry.version or "",
+            entry.requests,
+            entry.callers,
+            _iso(entry.last_seen),
+        ]
+
+
+#: ``--csv`` tables by name.
+CSV_TABLES: dict[str, Callable[[UsageSummary], Iterable[list[Any]]]] = {
+    "deprecated": _deprecated,
+    "endpoints": _endpoints,
+    "never-called": _never_called,
+    "versions": _versions,
+    "client-libraries": _libraries,
+}
+
+
+def write_csv(summary: UsageSummary, table: str, out: IO[str]) -> None:
+    """Write one table (a name of :data:`CSV_TABLES`) with a header row."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerows(CSV_TABLES[table](summary))
