@@ -233,3 +233,104 @@ def test_bad_deprecated_route_on_the_command_line(history: UsageHistory) -> None
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1  # one line
     assert "'GET signup' is not a route" in result.stderr
+
+
+def _journey_store(path: Path) -> Path:
+    """Five callers walking a → b → c (hand-made; expectations in the test below)."""
+    from apiusage.events import Event
+    from apiusage.sinks.store import LocalStoreSink
+
+    day = DAY
+    walks = {
+        ("alice", "org-1"): [("a", 0), ("b", 1 * day), ("c", 2 * day)],
+        ("bob", "org-1"): [("a", 0), ("c", 1 * day), ("b", 2 * day)],  # c came before b
+        ("carol", "org-2"): [("b", 0), ("a", 1 * day), ("b", 2 * day), ("c", 20 * day)],
+        ("dave", "org-2"): [("a", 0)],
+        ("erin", None): [("b", 0), ("c", 1 * day)],  # never started
+    }
+    events = [
+        Event(
+            step,
+            caller,
+            {"organisation": org},
+            START + offset,
+            f"{caller}-{index}",
+            {"organisation": org} if org else None,
+        )
+        for (caller, org), steps in walks.items()
+        for index, (step, offset) in enumerate(steps)
+    ]
+    sink = LocalStoreSink(path)
+    sink.send(events, [])
+    sink.close(1)
+    return path
+
+
+def test_a_journey_funnel_counts_callers_reaching_each_step_in_order(tmp_path: Path) -> None:
+    store = _journey_store(tmp_path / "events.sqlite3")
+    summary = summarise(store, journeys={"abc": ["a", "b", "c"]}, journey_window_days=14)
+    [funnel] = summary.funnels
+    assert [(step.event, step.callers) for step in funnel.steps] == [("a", 4), ("b", 3), ("c", 1)]
+    assert [step.conversion for step in funnel.steps] == [1.0, 0.75, 0.3333]
+    assert [step.conversion_from_start for step in funnel.steps] == [1.0, 0.75, 0.25]
+    by_org = {
+        entry.organisation: [s.callers for s in entry.steps] for entry in funnel.by_organisation
+    }
+    assert by_org == {"org-1": [2, 2, 1], "org-2": [2, 1, 0]}
+    # A longer window lets carol's late step count.
+    [wide] = summarise(store, journeys={"abc": ["a", "b", "c"]}, journey_window_days=30).funnels
+    assert [step.callers for step in wide.steps] == [4, 3, 2]
+    # One organisation's funnel.
+    [one] = summarise(store, journeys={"abc": ["a", "b", "c"]}, organisation="org-2").funnels
+    assert [step.callers for step in one.steps] == [2, 1, 0]
+
+
+def test_an_unknown_journey_step_is_one_clear_line(tmp_path: Path) -> None:
+    store = _journey_store(tmp_path / "events.sqlite3")
+    result = _report("--store", str(store), "--journey", "a,b,signup")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "no event named 'signup'" in result.stderr
+    assert "its events: a, b, c" in result.stderr
+    result = _report("--store", str(store), "--journey", "a")
+    assert result.returncode == 2
+    assert "at least two journey events" in result.stderr
+    result = _report("--store", str(store), "--journey", "a,b,c", "--json")
+    assert result.returncode == 0, result.stderr
+    [funnel] = json.loads(result.stdout)["funnels"]
+    assert [step["callers"] for step in funnel["steps"]] == [4, 3, 1]
+
+
+def test_the_generated_sign_up_journey_narrows_at_every_step(history: UsageHistory) -> None:
+    from tests.support.usage_data import JOURNEY
+
+    [funnel] = summarise(history.store, journeys={"signup": JOURNEY}).funnels
+    counts = [step.callers for step in funnel.steps]
+    assert counts[0] > 0
+    assert counts == sorted(counts, reverse=True)
+    assert sum(entry.steps[0].callers for entry in funnel.by_organisation) == counts[0]
+
+
+def test_a_file_that_is_not_a_store_is_one_clear_line(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database, just notes\n" * 100)
+    result = _report("--store", str(path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "cannot read" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_store_of_a_newer_apiusage_is_refused_with_the_reason(tmp_path: Path) -> None:
+    import sqlite3
+
+    from apiusage.sinks.store import LocalStoreSink
+
+    path = tmp_path / "events.sqlite3"
+    LocalStoreSink(path).close(1)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    result = _report("--store", str(path))
+    assert result.returncode == 2
+    assert "layout version 99, newer than this apiusage knows" in result.stderr
+    assert result.stderr.count("\n") == 1

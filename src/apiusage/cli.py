@@ -11,17 +11,24 @@ import argparse
 import datetime
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from apiusage.backends import spool_for
 from apiusage.config import ConfigurationError, Settings, load_settings
 from apiusage.inventory import parse_route_entry
-from apiusage.report import delivery_health, format_delivery, format_summary, summarise
+from apiusage.report import (
+    UnknownJourneyStep,
+    delivery_health,
+    format_delivery,
+    format_summary,
+    summarise,
+)
 from apiusage.report.tables import CSV_TABLES, write_csv
+from apiusage.sinks.store import StoreVersionError
 
 __all__ = ["main"]
 
@@ -77,6 +84,15 @@ def _main(argv: Sequence[str] | None) -> int:
         help="report this route as deprecated too: 'GET /v1/reports', or '/v1/reports' for "
         "any method (repeatable; adds to APIUSAGE_DEPRECATED_ROUTES and the route inventory)",
     )
+    report.add_argument(
+        "--journey",
+        action="append",
+        default=[],
+        metavar="STEPS",
+        help="a funnel: journey event names in order, comma-separated "
+        "(user_signup,project_create), or the name of a journey in APIUSAGE_JOURNEYS "
+        "(repeatable; default: every configured journey)",
+    )
     output = report.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON instead of tables")
     output.add_argument(
@@ -109,6 +125,8 @@ def _main(argv: Sequence[str] | None) -> int:
             until=args.until,
             organisation=args.org,
             deprecated_routes=[*settings.deprecated_routes, *args.deprecated],
+            journeys=_journeys(args.journey, settings),
+            journey_window_days=settings.journey_window_days,
         )
     except FileNotFoundError:
         print(
@@ -116,6 +134,15 @@ def _main(argv: Sequence[str] | None) -> int:
             file=sys.stderr,
         )
         return 1
+    except (_BadInput, UnknownJourneyStep) as exc:
+        print(f"apiusage report: {exc}", file=sys.stderr)
+        return 2
+    except StoreVersionError as exc:
+        print(f"apiusage report: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:
+        print(f"apiusage report: cannot read {store} as an apiusage store: {exc}", file=sys.stderr)
+        return 2
     if args.org is not None and not summary.total_requests and not summary.journey_events:
         print(f"apiusage: no events of organisation {args.org!r} in {store}", file=sys.stderr)
         return 1
@@ -126,6 +153,29 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         print(format_summary(summary))
     return 0
+
+
+def _journeys(asked: list[str], settings: Settings) -> dict[str, list[str]]:
+    """``--journey`` values (steps, or a configured journey's name); none: all configured."""
+    if not asked:
+        return {name: list(steps) for name, steps in settings.journeys.items()}
+    journeys: dict[str, list[str]] = {}
+    for value in asked:
+        if value in settings.journeys:
+            journeys[value] = list(settings.journeys[value])
+            continue
+        steps = [step.strip() for step in value.split(",") if step.strip()]
+        if len(steps) < 2:
+            raise _BadInput(
+                f"--journey {value!r}: name at least two journey events, comma-separated, or "
+                f"a journey of APIUSAGE_JOURNEYS ({', '.join(settings.journeys) or 'none set'})"
+            )
+        journeys[" → ".join(steps)] = steps
+    return journeys
+
+
+class _BadInput(Exception):
+    """Input the parser could not check: one line, exit status 2."""
 
 
 def _route_entry(text: str) -> str:
@@ -163,6 +213,8 @@ def _health(settings: Settings, store: Path, *, as_json: bool) -> int:
     if settings.uses_posthog:
         assert settings.posthog_api_key is not None
         report["destination"] = f"PostHog at {settings.posthog_host}"
+        from apiusage.backends import spool_for  # the report does not need it
+
         spool = spool_for(settings, settings.posthog_api_key.get_secret_value())
         report["spool"] = None if spool is None else {"path": str(spool.path), **spool.status()}
     else:

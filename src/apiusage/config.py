@@ -97,6 +97,19 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Per route template sample rates, e.g. {'/v1/events': 0.1}.",
     )
+    journeys: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description=(
+            "Journeys to report as funnels: a name and its steps (journey event names) in "
+            "order, e.g. {'onboarding': ['user_signup', 'project_create']}."
+        ),
+    )
+    journey_window_days: float = Field(
+        default=14.0,
+        gt=0,
+        description="A caller's journey steps count when they fall within this many days of "
+        "its first step.",
+    )
     deprecated_routes: tuple[str, ...] = Field(
         default=(),
         description=(
@@ -210,6 +223,14 @@ class Settings(BaseSettings):
         for path in value:
             if not path.startswith("/"):
                 raise ValueError(f"every path must start with '/': {path!r}")
+        return value
+
+    @field_validator("journeys")
+    @classmethod
+    def _journeys_have_steps(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for name, steps in value.items():
+            if len(steps) < 2 or not all(isinstance(step, str) and step for step in steps):
+                raise ValueError(f"journey {name!r} needs at least two event names, in order")
         return value
 
     @field_validator("deprecated_routes")

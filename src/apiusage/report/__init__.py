@@ -13,7 +13,7 @@ from apiusage.report.answers import (
     VersionUsage,
 )
 from apiusage.report.delivery import DeliveryHealth, delivery_health, format_delivery
-from apiusage.report.reading import summarise
+from apiusage.report.reading import UnknownJourneyStep, summarise
 from apiusage.report.text import format_summary
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "JourneyEventCount",
     "LibraryUsage",
     "OrganisationVersions",
+    "UnknownJourneyStep",
     "UsageSummary",
     "VersionUsage",
     "delivery_health",

@@ -13,8 +13,11 @@ __all__ = [
     "DeprecatedCaller",
     "DeprecatedEndpoint",
     "EndpointUsage",
+    "Funnel",
+    "FunnelStep",
     "JourneyEventCount",
     "LibraryUsage",
+    "OrganisationFunnel",
     "OrganisationVersions",
     "UnusedEndpoint",
     "UsageSummary",
@@ -70,6 +73,36 @@ class DeprecatedEndpoint:
     organisations: int = 0
     last_seen: float | None = None
     by_caller: list[DeprecatedCaller] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class FunnelStep:
+    """One step of a journey: the callers who reached it, in order."""
+
+    event: str
+    callers: int
+    #: Share of the previous step's callers who reached this one (None: no one to convert).
+    conversion: float | None
+    #: Share of the first step's callers who reached this one.
+    conversion_from_start: float | None
+
+
+@dataclass(slots=True)
+class OrganisationFunnel:
+    organisation: str
+    steps: list[FunnelStep]
+
+
+@dataclass(slots=True)
+class Funnel:
+    """A journey's steps, in order, overall and per organisation."""
+
+    name: str
+    events: list[str]
+    #: Each caller's steps count when they happen within this many days of its first.
+    conversion_days: float
+    steps: list[FunnelStep]
+    by_organisation: list[OrganisationFunnel]
 
 
 @dataclass(slots=True)
@@ -145,6 +178,8 @@ class UsageSummary:
     auth_methods: list[AuthUsage] = field(default_factory=list)
     client_libraries: list[LibraryUsage] = field(default_factory=list)
     journey: list[JourneyEventCount] = field(default_factory=list)
+    #: One per journey asked for (configured in ``journeys``, or given with ``--journey``).
+    funnels: list[Funnel] = field(default_factory=list)
     #: From the latest route inventory in the store (None: the app sent none, so which
     #: endpoints are never called cannot be told).
     never_called: list[UnusedEndpoint] | None = None

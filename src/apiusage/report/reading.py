@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,10 @@ from apiusage.report.deprecations import (
     latest_inventory,
     never_called,
 )
+from apiusage.report.funnels import funnel
 from apiusage.sinks.store import connect
 
-__all__ = ["summarise"]
+__all__ = ["UnknownJourneyStep", "summarise"]
 
 
 _SHAPE_COLUMNS = (
@@ -68,10 +69,15 @@ def summarise(
     until: float | None = None,
     organisation: str | None = None,
     deprecated_routes: Iterable[str] = (),
+    journeys: Mapping[str, Sequence[str]] | None = None,
+    journey_window_days: float = 14.0,
 ) -> UsageSummary:
     """Read the store and answer the report's questions over ``[since, until)``, for one
     ``organisation`` when given; ``deprecated_routes`` (``"GET /v1/x"`` or ``"/v1/x"``)
-    are reported as deprecated besides those the route inventory marks."""
+    are reported as deprecated besides those the route inventory marks; each of
+    ``journeys`` (a name and its steps, event names in order) becomes a funnel.
+
+    Raises :class:`UnknownJourneyStep` for a step no event in the store is named."""
     with closing(connect(store, readonly=True)) as db:
         summary = UsageSummary(since=since, until=until, organisation=organisation)
         window, values = _window(since, until)
@@ -98,8 +104,36 @@ def summarise(
             summary.never_called = never_called(inventory, summary.endpoints)
         deprecated = deprecated_endpoints(inventory, deprecated_routes)
         summary.deprecated = deprecated_usage(db, deprecated, rollup.owners, window, values)
+        if journeys:
+            known = {name for (name,) in db.execute("SELECT DISTINCT event FROM event_shapes")}
+            for name, steps in journeys.items():
+                unknown = [step for step in steps if step not in known]
+                if unknown:
+                    raise UnknownJourneyStep(name, unknown, known)
+                summary.funnels.append(
+                    funnel(
+                        db,
+                        name,
+                        steps,
+                        window,
+                        values,
+                        conversion_days=journey_window_days,
+                        organisation=organisation,
+                    )
+                )
         summary.delivery = read_delivery(db)
     return summary
+
+
+class UnknownJourneyStep(ValueError):
+    """A journey names a step that no event in the store has."""
+
+    def __init__(self, journey: str, unknown: list[str], known: set[str]) -> None:
+        events = sorted(name for name in known if not name.startswith("$"))
+        super().__init__(
+            f"journey {journey!r}: no event named {', '.join(map(repr, unknown))} in the "
+            f"store (its events: {', '.join(events) or 'none'})"
+        )
 
 
 class _Answer:

@@ -132,10 +132,48 @@ def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
             [[entry.event, entry.events, entry.callers] for entry in summary.journey],
             width,
         )
+    lines += _funnels(summary, width)
     lines += _never_called(summary, width)
     lines += _deprecated(summary, width)
     lines += format_delivery(summary.delivery)
     return "\n".join(lines)
+
+
+#: Organisations shown per funnel in the text report, fewest reaching the last step first.
+_SHOWN_FUNNEL_ORGANISATIONS = 10
+
+
+def _funnels(summary: UsageSummary, width: int) -> list[str]:
+    lines: list[str] = []
+    for funnel in summary.funnels:
+        title = f"Journey {funnel.name} (steps within {funnel.conversion_days:g} days)"
+        rows = [
+            [
+                f"{index}. {step.event}",
+                step.callers,
+                "-" if step.conversion is None else f"{step.conversion:.0%}",
+                "-" if step.conversion_from_start is None else f"{step.conversion_from_start:.0%}",
+            ]
+            for index, step in enumerate(funnel.steps, 1)
+        ]
+        lines += _table(title, ["", "callers", "from prev", "from start"], rows, width)
+        if funnel.by_organisation:
+            lines.append(f"{'by organisation (callers per step)':<{width}}")
+            ranked = sorted(
+                funnel.by_organisation,
+                key=lambda entry: (
+                    entry.steps[-1].conversion_from_start or 0.0,
+                    -entry.steps[0].callers,
+                ),
+            )
+            for entry in ranked[:_SHOWN_FUNNEL_ORGANISATIONS]:
+                counts = " → ".join(str(step.callers) for step in entry.steps)
+                lines.append(f"  {entry.organisation[: width - 2]:<{width - 2}} {counts}")
+            if len(ranked) > _SHOWN_FUNNEL_ORGANISATIONS:
+                lines.append(
+                    f"  … and {len(ranked) - _SHOWN_FUNNEL_ORGANISATIONS} more (--json has all)"
+                )
+    return lines
 
 
 def _never_called(summary: UsageSummary, width: int) -> list[str]:

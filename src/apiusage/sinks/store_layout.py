@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS event_shapes (
     property_set INTEGER NOT NULL REFERENCES property_sets (id),
     groups TEXT
 );
+CREATE INDEX IF NOT EXISTS event_shapes_by_event ON event_shapes (event);
 CREATE TABLE IF NOT EXISTS event_rows (
     id INTEGER PRIMARY KEY,
     uuid BLOB NOT NULL UNIQUE,
@@ -478,7 +479,17 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
             f"file:{path}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_MS / 1000
         )
         connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        version = _version(connection)
+        try:
+            version = _version(connection)
+        except BaseException:
+            connection.close()
+            raise
+        if version is not None and version > STORE_SCHEMA_VERSION:
+            connection.close()
+            raise StoreVersionError(
+                f"{path} has layout version {version}, newer than this apiusage knows "
+                f"({STORE_SCHEMA_VERSION}): read it with a newer apiusage"
+            )
         if version is not None and version < STORE_SCHEMA_VERSION:
             connection.close()
             connect(path).close()  # migrate, then read
