@@ -147,7 +147,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"apiusage: no events of organisation {args.org!r} in {store}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(summary.as_dict(), indent=2))
+        sys.stdout.buffer.write(summary.to_json() + b"\n")
+        sys.stdout.flush()
     elif args.csv:
         write_csv(summary, args.csv, sys.stdout)
     else:

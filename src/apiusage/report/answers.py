@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from apiusage.report.delivery import DeliveryHealth
 
@@ -195,10 +196,14 @@ class UsageSummary:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data with named fields (what ``--json`` prints)."""
-        data = dataclasses.asdict(self)
+        data: dict[str, Any] = orjson.loads(orjson.dumps(self))  # dataclasses, natively
         data["multi_version_organisations"] = [
             {"organisation": entry.organisation, "versions": entry.versions}
             for entry in self.multi_version_organisations
         ]
         data["delivery"]["dropped"] = self.delivery.dropped
         return data
+
+    def to_json(self) -> bytes:
+        """:meth:`as_dict` as indented JSON."""
+        return orjson.dumps(self.as_dict(), option=orjson.OPT_INDENT_2)

@@ -187,64 +187,75 @@ class _Rollup:
 
     def answer(self, summary: UsageSummary, counts: Iterable[tuple[Any, ...]]) -> None:
         """``counts``: per shape, its columns, id, requests, first and last time, and its
-        distinct callers as a JSON array (added to each of its answers' sets in one C
-        call)."""
+        distinct callers as a JSON array, added to each of its answers' sets in one C
+        call. (One loop with everything in locals: it runs once per shape, a hundred
+        thousand times for a million events.)"""
         loads = orjson.loads
+        event_name = self.event_name
+        versions, auth, endpoints = self.versions, self.auth, self.endpoints
+        libraries, journey, by_organisation = self.libraries, self.journey, self.by_organisation
+        endpoint_of, owners = self.endpoint_of, self.owners
+        all_callers, organisations = self.callers, self.organisations
+        requests, first_seen, last_seen = 0, math.inf, -math.inf
         for shape in counts:
-            self._shape(shape, loads(shape[_CALLERS]))
-        self._fill(summary)
-
-    def _shape(self, shape: tuple[Any, ...], members: list[str]) -> None:
-        """Add one shape's requests, callers and organisation to each of its answers."""
-        count, last = shape[_COUNT], shape[_LAST]
-        event = shape[_EVENT]
-        if event != self.event_name:
-            if not event.startswith("$"):
-                answer = self.journey[event]
+            count, last, event = shape[_COUNT], shape[_LAST], shape[_EVENT]
+            members = loads(shape[_CALLERS])
+            if event != event_name:
+                if not event.startswith("$"):
+                    answer = journey[event]
+                    answer.requests += count
+                    answer.callers.update(members)
+                continue
+            requests += count
+            first = shape[_FIRST]
+            if first < first_seen:
+                first_seen = first
+            if last > last_seen:
+                last_seen = last
+            all_callers.update(members)
+            organisation, version, library = shape[_ORGANISATION], shape[_VERSION], shape[_LIBRARY]
+            answers = [versions[version or "(none)"], auth[shape[_AUTH] or "(unknown)"]]
+            route = shape[_ROUTE]
+            if route is not None:
+                endpoint_key = (shape[_METHOD] or "", route)
+                shape_id = shape[_ID]
+                endpoint_of[shape_id] = endpoint_key
+                if library is not None and shape[_LIBRARY_VERSION]:
+                    label = f"{library} {shape[_LIBRARY_VERSION]}"
+                else:
+                    label = library
+                owners[shape_id] = (endpoint_key, organisation, label)
+                endpoint = endpoints[endpoint_key]
+                answers.append(endpoint)
+                status = shape[_STATUS] or 0
+                if status >= 500:
+                    endpoint.server_errors += count
+                elif status >= 400:
+                    endpoint.client_errors += count
+            if library is not None:
+                answers.append(libraries[organisation, library, shape[_LIBRARY_VERSION]])
+            for answer in answers:
                 answer.requests += count
+                if last > answer.last_seen:
+                    answer.last_seen = last
                 answer.callers.update(members)
-            return
-        self.requests += count
-        self.first_seen = min(self.first_seen, shape[_FIRST])
-        self.last_seen = max(self.last_seen, last)
-        self.callers.update(members)
-        organisation, version = shape[_ORGANISATION], shape[_VERSION]
-        answers = [self.versions[version or "(none)"], self.auth[shape[_AUTH] or "(unknown)"]]
-        route = shape[_ROUTE]
-        if route is not None:
-            endpoint_key = (shape[_METHOD] or "", route)
-            self.endpoint_of[shape[_ID]] = endpoint_key
-            library = shape[_LIBRARY]
-            if library is not None and shape[_LIBRARY_VERSION]:
-                library = f"{library} {shape[_LIBRARY_VERSION]}"
-            self.owners[shape[_ID]] = (endpoint_key, organisation, library)
-            endpoint = self.endpoints[endpoint_key]
-            answers.append(endpoint)
-            status = shape[_STATUS] or 0
-            if 400 <= status < 500:
-                endpoint.client_errors += count
-            elif status >= 500:
-                endpoint.server_errors += count
-        if shape[_LIBRARY] is not None:
-            answers.append(self.libraries[organisation, shape[_LIBRARY], shape[_LIBRARY_VERSION]])
-        for answer in answers:
-            answer.requests += count
-            if last > answer.last_seen:
-                answer.last_seen = last
-            answer.callers.update(members)
             if organisation is not None:
-                answer.organisations.add(organisation)
-        if organisation is not None:
-            self.organisations.add(organisation)
-            if version is not None:
-                versions_of = self.by_organisation.get(organisation)
-                if versions_of is None:
-                    versions_of = self.by_organisation[organisation] = OrganisationVersions(
-                        organisation
-                    )
-                versions_of.requests[version] = versions_of.requests.get(version, 0) + count
-                seen = versions_of.last_seen
-                seen[version] = max(seen.get(version, 0.0), last)
+                organisations.add(organisation)
+                for answer in answers:
+                    answer.organisations.add(organisation)
+                if version is not None:
+                    versions_of = by_organisation.get(organisation)
+                    if versions_of is None:
+                        versions_of = by_organisation[organisation] = OrganisationVersions(
+                            organisation
+                        )
+                    versions_of.requests[version] = versions_of.requests.get(version, 0) + count
+                    seen = versions_of.last_seen
+                    if last > seen.get(version, 0.0):
+                        seen[version] = last
+        self.requests = requests
+        self.first_seen, self.last_seen = first_seen, last_seen
+        self._fill(summary)
 
     def _fill(self, summary: UsageSummary) -> None:
         summary.total_requests = self.requests
