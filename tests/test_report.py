@@ -334,3 +334,106 @@ def test_a_store_of_a_newer_apiusage_is_refused_with_the_reason(tmp_path: Path) 
     assert result.returncode == 2
     assert "layout version 99, newer than this apiusage knows" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def _requests_store(path: Path, requests: list[tuple[str, str, str, float]]) -> Path:
+    """``requests``: (organisation, route, api version, seconds after START), each an
+    api_request from the organisation's one caller."""
+    from apiusage.events import Event
+    from apiusage.sinks.store import LocalStoreSink
+
+    events = [
+        Event(
+            "api_request",
+            f"user-of-{org}",
+            {
+                "organisation": org,
+                "route": route,
+                "method": "GET",
+                "status_code": 200,
+                "api_version": version,
+                "duration_ms": 1.0,
+                "request_id": f"r{index}",
+            },
+            START + offset,
+            f"r{index}",
+            {"organisation": org},
+        )
+        for index, (org, route, version, offset) in enumerate(requests)
+    ]
+    sink = LocalStoreSink(path)
+    sink.send(events, [])
+    sink.close(1)
+    return path
+
+
+def test_version_adoption_per_day_and_per_organisation(tmp_path: Path) -> None:
+    store = _requests_store(
+        tmp_path / "events.sqlite3",
+        [
+            ("acme", "/x", "v1", 0.1 * DAY),
+            ("acme", "/x", "v1", 0.2 * DAY),
+            ("globex", "/x", "v1", 0.3 * DAY),
+            ("acme", "/x", "v2", 1.5 * DAY),  # acme moves to v2 on the second day
+            ("globex", "/x", "v1", 1.6 * DAY),
+        ],
+    )
+    summary = summarise(store, over_time=True)
+    assert summary.adoption_period == "day"
+    overall = [(p.period, p.version, p.requests, p.organisations) for p in summary.version_adoption]
+    assert overall == [
+        ("2026-10-01", "v1", 3, 2),
+        ("2026-10-02", "v1", 1, 1),
+        ("2026-10-02", "v2", 1, 1),
+    ]
+    per_org = [
+        (p.organisation, p.period, p.version, p.requests)
+        for p in summary.version_adoption_by_organisation
+    ]
+    assert per_org == [
+        ("acme", "2026-10-01", "v1", 2),
+        ("acme", "2026-10-02", "v2", 1),
+        ("globex", "2026-10-01", "v1", 1),
+        ("globex", "2026-10-02", "v1", 1),
+    ]
+    assert summarise(store).version_adoption == []  # only when asked for
+
+
+def test_version_adoption_over_a_long_window_is_weekly(tmp_path: Path) -> None:
+    store = _requests_store(
+        tmp_path / "events.sqlite3",
+        [("acme", "/x", "v1", day * DAY) for day in (0, 1, 5, 100)],  # 2026-10-01: a Thursday
+    )
+    summary = summarise(store, over_time=True)
+    assert summary.adoption_period == "week"
+    assert [(p.period, p.requests) for p in summary.version_adoption] == [
+        ("2026-09-28", 2),  # Monday of the week of Oct 1 (Thu) and Oct 2 (Fri)
+        ("2026-10-05", 1),  # Oct 6 (Tue)
+        ("2027-01-04", 1),  # Jan 9, 2027 (Sat)
+    ]
+
+
+def test_features_an_organisation_underuses(tmp_path: Path) -> None:
+    plan = {
+        # /search: a fifth of the requests of most organisations
+        "acme": {"/items": 8, "/search": 2},
+        "globex": {"/items": 8, "/search": 2},
+        "initech": {"/items": 7, "/search": 3},
+        "umbrella": {"/items": 40, "/search": 1},  # 2.4 %: under a quarter of the median
+        "hooli": {"/items": 10},  # never
+    }
+    requests = [
+        (org, route, "v1", 1.0)
+        for org, routes in plan.items()
+        for route, count in routes.items()
+        for _ in range(count)
+    ]
+    store = _requests_store(tmp_path / "events.sqlite3", requests)
+    found = {
+        (entry.organisation, entry.feature): entry for entry in summarise(store).underused_features
+    }
+    assert set(found) == {("hooli", "GET /search"), ("umbrella", "GET /search")}
+    assert found["hooli", "GET /search"].requests == 0
+    assert found["umbrella", "GET /search"].share == round(1 / 41, 4)
+    assert found["umbrella", "GET /search"].median_share == 0.2
+    assert found["hooli", "GET /search"].organisations_using == 4

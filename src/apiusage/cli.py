@@ -93,6 +93,12 @@ def _main(argv: Sequence[str] | None) -> int:
         "(user_signup,project_create), or the name of a journey in APIUSAGE_JOURNEYS "
         "(repeatable; default: every configured journey)",
     )
+    report.add_argument(
+        "--over-time",
+        action="store_true",
+        help="add API version adoption per day (per week over three months); about a "
+        "second more for a million events",
+    )
     output = report.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON instead of tables")
     output.add_argument(
@@ -127,6 +133,7 @@ def _main(argv: Sequence[str] | None) -> int:
             deprecated_routes=[*settings.deprecated_routes, *args.deprecated],
             journeys=_journeys(args.journey, settings),
             journey_window_days=settings.journey_window_days,
+            over_time=args.over_time or args.csv == "version-adoption",
         )
     except FileNotFoundError:
         print(

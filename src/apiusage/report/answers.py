@@ -20,8 +20,10 @@ __all__ = [
     "LibraryUsage",
     "OrganisationFunnel",
     "OrganisationVersions",
+    "UnderusedFeature",
     "UnusedEndpoint",
     "UsageSummary",
+    "VersionPeriod",
     "VersionUsage",
 ]
 
@@ -107,6 +109,36 @@ class Funnel:
 
 
 @dataclass(slots=True)
+class UnderusedFeature:
+    """A feature (an endpoint, ``"GET /v1/x"``, or a journey event) that most organisations
+    use and this one uses far less, or never."""
+
+    organisation: str
+    kind: str  # "endpoint" or "journey"
+    feature: str
+    requests: int
+    #: The share of the organisation's requests and journey events that went to it.
+    share: float
+    #: The same share for the median organisation that uses it.
+    median_share: float
+    #: How many other organisations use it.
+    organisations_using: int
+
+
+@dataclass(slots=True)
+class VersionPeriod:
+    """Requests on one API version in one period (a day, or a week from its Monday), for
+    one organisation or (``organisation`` None) for all."""
+
+    period: str  # ISO date of the period's first day
+    version: str
+    requests: int
+    organisation: str | None = None
+    #: For all organisations: how many called this version in the period.
+    organisations: int = 0
+
+
+@dataclass(slots=True)
 class VersionUsage:
     """One API version: its requests, and how many callers and organisations use it."""
 
@@ -179,6 +211,13 @@ class UsageSummary:
     auth_methods: list[AuthUsage] = field(default_factory=list)
     client_libraries: list[LibraryUsage] = field(default_factory=list)
     journey: list[JourneyEventCount] = field(default_factory=list)
+    #: Features most organisations use and some use far less (see ``features.py``).
+    underused_features: list[UnderusedFeature] = field(default_factory=list)
+    #: Only when asked for (``over_time``): requests per version per period, overall and
+    #: per organisation; the period is ``"day"`` or ``"week"``.
+    adoption_period: str | None = None
+    version_adoption: list[VersionPeriod] = field(default_factory=list)
+    version_adoption_by_organisation: list[VersionPeriod] = field(default_factory=list)
     #: One per journey asked for (configured in ``journeys``, or given with ``--journey``).
     funnels: list[Funnel] = field(default_factory=list)
     #: From the latest route inventory in the store (None: the app sent none, so which

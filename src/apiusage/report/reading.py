@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from apiusage.report.adoption import version_adoption
 from apiusage.report.answers import (
     AuthUsage,
     EndpointUsage,
@@ -37,6 +38,7 @@ from apiusage.report.deprecations import (
     latest_inventory,
     never_called,
 )
+from apiusage.report.features import underused_features
 from apiusage.report.funnels import funnel
 from apiusage.sinks.store import connect
 
@@ -71,11 +73,13 @@ def summarise(
     deprecated_routes: Iterable[str] = (),
     journeys: Mapping[str, Sequence[str]] | None = None,
     journey_window_days: float = 14.0,
+    over_time: bool = False,
 ) -> UsageSummary:
     """Read the store and answer the report's questions over ``[since, until)``, for one
     ``organisation`` when given; ``deprecated_routes`` (``"GET /v1/x"`` or ``"/v1/x"``)
     are reported as deprecated besides those the route inventory marks; each of
-    ``journeys`` (a name and its steps, event names in order) becomes a funnel.
+    ``journeys`` (a name and its steps, event names in order) becomes a funnel;
+    ``over_time`` adds API version adoption per day (or week).
 
     Raises :class:`UnknownJourneyStep` for a step no event in the store is named."""
     with closing(connect(store, readonly=True)) as db:
@@ -99,6 +103,25 @@ def summarise(
             _latencies(db, summary, window, values)
         else:
             _latencies_of_shapes(db, summary, rollup.endpoint_of, window, values)
+        if organisation is None:
+            summary.underused_features = underused_features(
+                rollup.feature_usage, rollup.organisation_totals
+            )
+        if over_time and summary.first_seen is not None and summary.last_seen is not None:
+            start = since if since is not None else summary.first_seen
+            end = until if until is not None else summary.last_seen
+            (
+                summary.adoption_period,
+                summary.version_adoption,
+                summary.version_adoption_by_organisation,
+            ) = version_adoption(
+                db,
+                event_name,
+                window,
+                values,
+                organisation=organisation,
+                span_days=(end - start) / 86_400,
+            )
         inventory = latest_inventory(db)
         if inventory is not None:
             summary.never_called = never_called(inventory, summary.endpoints)
@@ -174,6 +197,10 @@ class _Rollup:
         self.endpoint_of: dict[int, tuple[str, str]] = {}
         #: The same shapes' endpoint, organisation and client library (deprecation report).
         self.owners: dict[int, ShapeOwner] = {}
+        #: Requests and journey events by (organisation, "endpoint" or "journey", feature),
+        #: and each organisation's total (features an organisation under-uses).
+        self.feature_usage: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.organisation_totals: dict[str, int] = defaultdict(int)
         self.endpoints: dict[tuple[str, str], _Answer] = defaultdict(_Answer)
         self.versions: dict[str, _Answer] = defaultdict(_Answer)
         self.auth: dict[str, _Answer] = defaultdict(_Answer)
@@ -195,6 +222,7 @@ class _Rollup:
         versions, auth, endpoints = self.versions, self.auth, self.endpoints
         libraries, journey, by_organisation = self.libraries, self.journey, self.by_organisation
         endpoint_of, owners = self.endpoint_of, self.owners
+        feature_usage, organisation_totals = self.feature_usage, self.organisation_totals
         all_callers, organisations = self.callers, self.organisations
         requests, first_seen, last_seen = 0, math.inf, -math.inf
         for shape in counts:
@@ -205,6 +233,9 @@ class _Rollup:
                     answer = journey[event]
                     answer.requests += count
                     answer.callers.update(members)
+                    if shape[_ORGANISATION] is not None:
+                        feature_usage[shape[_ORGANISATION], "journey", event] += count
+                        organisation_totals[shape[_ORGANISATION]] += count
                 continue
             requests += count
             first = shape[_FIRST]
@@ -225,6 +256,8 @@ class _Rollup:
                 else:
                     label = library
                 owners[shape_id] = (endpoint_key, organisation, label)
+                if organisation is not None:
+                    feature_usage[organisation, "endpoint", f"{endpoint_key[0]} {route}"] += count
                 endpoint = endpoints[endpoint_key]
                 answers.append(endpoint)
                 status = shape[_STATUS] or 0
@@ -241,6 +274,7 @@ class _Rollup:
                 answer.callers.update(members)
             if organisation is not None:
                 organisations.add(organisation)
+                organisation_totals[organisation] += count
                 for answer in answers:
                     answer.organisations.add(organisation)
                 if version is not None:

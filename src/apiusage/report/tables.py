@@ -96,6 +96,26 @@ def _libraries(summary: UsageSummary) -> Iterable[list[Any]]:
         ]
 
 
+def _underused(summary: UsageSummary) -> Iterable[list[Any]]:
+    yield ["organisation", "kind", "feature", "requests", "share", "median_share", "used_by"]
+    for entry in summary.underused_features:
+        yield [
+            entry.organisation,
+            entry.kind,
+            entry.feature,
+            entry.requests,
+            entry.share,
+            entry.median_share,
+            entry.organisations_using,
+        ]
+
+
+def _adoption(summary: UsageSummary) -> Iterable[list[Any]]:
+    yield ["period", "organisation", "api_version", "requests"]
+    for entry in [*summary.version_adoption, *summary.version_adoption_by_organisation]:
+        yield [entry.period, entry.organisation or "", entry.version, entry.requests]
+
+
 #: ``--csv`` tables by name.
 CSV_TABLES: dict[str, Callable[[UsageSummary], Iterable[list[Any]]]] = {
     "deprecated": _deprecated,
@@ -103,6 +123,8 @@ CSV_TABLES: dict[str, Callable[[UsageSummary], Iterable[list[Any]]]] = {
     "never-called": _never_called,
     "versions": _versions,
     "client-libraries": _libraries,
+    "underused": _underused,
+    "version-adoption": _adoption,
 }
 
 

@@ -132,11 +132,51 @@ def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
             [[entry.event, entry.events, entry.callers] for entry in summary.journey],
             width,
         )
+    lines += _adoption(summary, width)
     lines += _funnels(summary, width)
     lines += _never_called(summary, width)
+    lines += _underused(summary, width)
     lines += _deprecated(summary, width)
     lines += format_delivery(summary.delivery)
     return "\n".join(lines)
+
+
+def _adoption(summary: UsageSummary, width: int) -> list[str]:
+    if not summary.version_adoption:
+        return []
+    versions = sorted({entry.version for entry in summary.version_adoption})
+    by_period: dict[str, dict[str, int]] = {}
+    for entry in summary.version_adoption:
+        by_period.setdefault(entry.period, {})[entry.version] = entry.requests
+    rows = []
+    for period, counts in by_period.items():
+        total = sum(counts.values())
+        rows.append([period, *(f"{counts.get(version, 0) / total:.0%}" for version in versions)])
+    title = f"API version adoption, share of requests per {summary.adoption_period}"
+    return _table(title, ["", *versions], rows, width)
+
+
+#: Features listed per organisation in the text report (all of them: --json, --csv).
+_SHOWN_FEATURES = 3
+
+
+def _underused(summary: UsageSummary, width: int) -> list[str]:
+    if not summary.underused_features:
+        return []
+    title = "Features an organisation under-uses (most organisations use them)"
+    lines = ["", title, "-" * len(title)]
+    by_organisation: dict[str, list[str]] = {}
+    for entry in summary.underused_features:
+        use = "never" if not entry.requests else f"{entry.share:.1%}"
+        by_organisation.setdefault(entry.organisation, []).append(
+            f"{entry.feature} ({use}; median {entry.median_share:.1%})"
+        )
+    for organisation, features in by_organisation.items():
+        more = f" … +{len(features) - _SHOWN_FEATURES}" if len(features) > _SHOWN_FEATURES else ""
+        lines.append(
+            f"{organisation[:width]:<{width}} {'; '.join(features[:_SHOWN_FEATURES])}{more}"
+        )
+    return lines
 
 
 #: Organisations shown per funnel in the text report, fewest reaching the last step first.
