@@ -27,6 +27,7 @@ from apiusage.report import (
     format_summary,
     summarise,
 )
+from apiusage.report.html import render_html
 from apiusage.report.tables import CSV_TABLES, write_csv
 from apiusage.sinks.store import StoreVersionError
 
@@ -102,6 +103,12 @@ def _main(argv: Sequence[str] | None) -> int:
     output = report.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON instead of tables")
     output.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write the report as one self-contained HTML page with charts (works offline)",
+    )
+    output.add_argument(
         "--csv",
         choices=sorted(CSV_TABLES),
         metavar="TABLE",
@@ -133,7 +140,7 @@ def _main(argv: Sequence[str] | None) -> int:
             deprecated_routes=[*settings.deprecated_routes, *args.deprecated],
             journeys=_journeys(args.journey, settings),
             journey_window_days=settings.journey_window_days,
-            over_time=args.over_time or args.csv == "version-adoption",
+            over_time=args.over_time or args.csv == "version-adoption" or bool(args.html),
         )
     except FileNotFoundError:
         print(
@@ -158,6 +165,13 @@ def _main(argv: Sequence[str] | None) -> int:
         sys.stdout.flush()
     elif args.csv:
         write_csv(summary, args.csv, sys.stdout)
+    elif args.html:
+        try:
+            args.html.write_text(render_html(summary), encoding="utf-8")
+        except OSError as exc:
+            print(f"apiusage report: cannot write {args.html}: {exc.strerror}", file=sys.stderr)
+            return 2
+        print(f"report written to {args.html.resolve()}")
     else:
         print(format_summary(summary))
     return 0
