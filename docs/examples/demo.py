@@ -2,8 +2,10 @@
 
 It starts the sample API under uvicorn on a free local port, sends traffic from a few
 callers (different organisations, API versions, auth methods and client libraries, some
-dropping off half-way through the sign-up journey), shuts the server down (which flushes
-apiusage), and prints the usage summary from the embedded local store.
+dropping off half-way through the sign-up journey, one still calling a deprecated
+endpoint), shuts the server down (which flushes apiusage), prints the usage report from
+the embedded local store (the sign-up funnel, the endpoints nobody called, who still
+calls the deprecated one), and writes the same report as an HTML page with charts.
 
 Run it with ``nox -s demo`` or ``python docs/examples/demo.py [--store PATH]``.
 """
@@ -31,6 +33,8 @@ from starlette.routing import Mount, Route
 
 import apiusage
 from apiusage.report import format_summary, summarise
+from apiusage.report.html import render_html
+from starlette_apiusage import ApiUsage
 
 # --------------------------------------------------------------------------- the sample API
 
@@ -121,9 +125,15 @@ async def create_widget(request: Request, user: User) -> Response:
     return JSONResponse({"id": next(_ids)}, status_code=201)
 
 
+@apiusage.deprecated  # outermost: the route inventory and every request to it say so
 @authenticated
 async def export_legacy(request: Request, user: User) -> Response:
     return JSONResponse({"rows": []})
+
+
+@authenticated
+async def archive_project(request: Request, user: User) -> Response:
+    return Response(status_code=204)  # no caller uses it: the report lists it as never called
 
 
 async def health(request: Request) -> Response:
@@ -136,12 +146,17 @@ def _versioned_routes() -> list[Route]:
         Route("/login", login, methods=["POST"]),
         Route("/projects", create_project, methods=["POST"]),
         Route("/projects/{project_id:int}", get_project),
+        Route("/projects/{project_id:int}", archive_project, methods=["DELETE"]),
         Route("/projects/{project_id:int}/widgets", create_widget, methods=["POST"]),
         Route("/export", export_legacy),
     ]
 
 
-def build_app(store: Path) -> apiusage.ASGIMiddleware:
+#: The sign-up journey, as the report shows it: callers reaching each step, in order.
+JOURNEYS = {"onboarding": ["signup", "login", "project_create", "widget_create"]}
+
+
+def build_app(store: Path) -> tuple[Starlette, apiusage.UsageClient]:
     app = Starlette(
         routes=[
             Route("/health", health),
@@ -149,12 +164,13 @@ def build_app(store: Path) -> apiusage.ASGIMiddleware:
             Mount("/v2", routes=_versioned_routes()),
         ]
     )
-    return apiusage.ASGIMiddleware(
+    usage = ApiUsage(  # the Starlette adapter: also lists the app's routes (the inventory)
         app,
         store=store,
-        framework="starlette",
+        journeys=JOURNEYS,
         identity_secret="demo-identity-secret-not-for-production",
     )
+    return app, usage.client
 
 
 # --------------------------------------------------------------------------------- traffic
@@ -230,7 +246,7 @@ def send_traffic(base_url: str) -> int:
 # ------------------------------------------------------------------------------------ main
 
 
-def serve(app: apiusage.ASGIMiddleware) -> tuple[uvicorn.Server, threading.Thread, str]:
+def serve(app: Starlette) -> tuple[uvicorn.Server, threading.Thread, str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -254,7 +270,7 @@ def main() -> int:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{args.store}{suffix}").unlink(missing_ok=True)
 
-    app = build_app(args.store)
+    app, client = build_app(args.store)
     server, thread, base_url = serve(app)
     print(f"sample API listening on {base_url}, instrumented with apiusage {apiusage.__version__}")
     sent = send_traffic(base_url)
@@ -262,15 +278,29 @@ def main() -> int:
     server.should_exit = True  # lifespan shutdown flushes apiusage's queue into the store
     thread.join(timeout=30)
 
-    stats = app.client.stats.snapshot()
+    client.close()  # saves its final counters in the store (the report's Delivery section)
+    stats = client.stats.snapshot()
     print(
         f"apiusage recorded {stats['requests_recorded']} requests, built {stats['events_built']} "
         f"events, delivered {stats['events_delivered']}, dropped {stats['dropped']}\n"
     )
-    print(format_summary(summarise(args.store)))
+    summary = summarise(args.store, journeys=JOURNEYS, over_time=True)
+    print(format_summary(summary))
+    page = args.store.with_name("demo-report.html")
+    page.write_text(render_html(summary, title="apiusage demo: API usage report"))
     print(f"\nstore: {args.store.resolve()}")
-    print(f"print the report again with: apiusage report --store {args.store}")
-    return 0 if stats["dropped"] == 0 and stats["events_delivered"] > 0 else 1
+    print(f"the same report with charts: {page.resolve()}")
+    print(
+        f"again, or as JSON / CSV / HTML: apiusage report --store {args.store} "
+        "--journey signup,login,project_create,widget_create [--json | --csv deprecated | "
+        "--html FILE]"
+    )
+    answered = (
+        summary.never_called  # the route inventory arrived
+        and any(entry.requests for entry in summary.deprecated)
+        and summary.funnels[0].steps[-1].callers > 0
+    )
+    return 0 if stats["dropped"] == 0 and stats["events_delivered"] > 0 and answered else 1
 
 
 if __name__ == "__main__":

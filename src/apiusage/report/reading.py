@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from apiusage.inventory import INVENTORY_EVENT
 from apiusage.report.adoption import version_adoption
 from apiusage.report.answers import (
     AuthUsage,
@@ -229,7 +230,7 @@ class _Rollup:
             count, last, event = shape[_COUNT], shape[_LAST], shape[_EVENT]
             members = loads(shape[_CALLERS])
             if event != event_name:
-                if not event.startswith("$"):
+                if not event.startswith("$") and event != INVENTORY_EVENT:
                     answer = journey[event]
                     answer.requests += count
                     answer.callers.update(members)
