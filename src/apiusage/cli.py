@@ -27,6 +27,7 @@ from apiusage.report import (
     format_summary,
     summarise,
 )
+from apiusage.report.hogql import questions
 from apiusage.report.html import render_html
 from apiusage.report.tables import CSV_TABLES, write_csv
 from apiusage.sinks.store import StoreVersionError
@@ -114,6 +115,30 @@ def _main(argv: Sequence[str] | None) -> int:
         metavar="TABLE",
         help="print one table as CSV: " + ", ".join(sorted(CSV_TABLES)),
     )
+    posthog = commands.add_parser(
+        "posthog", help="the report's questions for PostHog (HogQL to paste into a SQL insight)"
+    )
+    posthog_commands = posthog.add_subparsers(dest="posthog_command", required=True)
+    queries = posthog_commands.add_parser(
+        "queries", help="print each of the report's questions as HogQL"
+    )
+    queries.add_argument("--days", type=int, default=30, help="the window, in days (default 30)")
+    queries.add_argument("--event-name", help="the request event (default: APIUSAGE_EVENT_NAME)")
+    queries.add_argument(
+        "--journey",
+        action="append",
+        default=[],
+        metavar="STEPS",
+        help="a funnel, as for apiusage report (default: every configured journey)",
+    )
+    queries.add_argument(
+        "--deprecated",
+        action="append",
+        default=[],
+        type=_route_entry,
+        metavar="ROUTE",
+        help="a route to count as deprecated besides those requests mark (repeatable)",
+    )
     health = commands.add_parser(
         "health",
         help="where events go, and how many wait on disk, were refused or were dropped "
@@ -127,6 +152,21 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigurationError as exc:
         print(f"apiusage: {exc}", file=sys.stderr)
         return 2
+    if args.command == "posthog":
+        try:
+            journeys = _journeys(args.journey, settings)
+        except _BadInput as exc:
+            print(f"apiusage posthog: {exc}", file=sys.stderr)
+            return 2
+        for question in questions(
+            args.event_name or settings.event_name,
+            days=args.days,
+            journeys=journeys,
+            journey_window_days=settings.journey_window_days,
+            deprecated_routes=[*settings.deprecated_routes, *args.deprecated],
+        ):
+            print(f"-- {question.title} ({question.key})\n{question.hogql};\n")
+        return 0
     if args.command == "health":
         return _health(settings, args.store or settings.store, as_json=args.json)
     store = args.store or settings.store
