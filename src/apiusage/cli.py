@@ -22,6 +22,7 @@ from apiusage.config import ConfigurationError, Settings, load_settings
 from apiusage.inventory import parse_route_entry
 from apiusage.report import (
     UnknownJourneyStep,
+    UsageSummary,
     delivery_health,
     format_delivery,
     format_summary,
@@ -29,6 +30,7 @@ from apiusage.report import (
 )
 from apiusage.report.hogql import questions
 from apiusage.report.html import render_html
+from apiusage.report.posthog import PostHogQueryError, app_host, summarise_posthog
 from apiusage.report.tables import CSV_TABLES, write_csv
 from apiusage.sinks.store import StoreVersionError
 
@@ -94,6 +96,15 @@ def _main(argv: Sequence[str] | None) -> int:
         help="a funnel: journey event names in order, comma-separated "
         "(user_signup,project_create), or the name of a journey in APIUSAGE_JOURNEYS "
         "(repeatable; default: every configured journey)",
+    )
+    report.add_argument(
+        "--posthog",
+        action="store_true",
+        help="ask PostHog instead of the local store (POSTHOG_PERSONAL_API_KEY, "
+        "POSTHOG_PROJECT_ID; the window is --days)",
+    )
+    report.add_argument(
+        "--days", type=int, default=30, help="with --posthog: the last this many days (30)"
     )
     report.add_argument(
         "--over-time",
@@ -169,6 +180,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     if args.command == "health":
         return _health(settings, args.store or settings.store, as_json=args.json)
+    if args.posthog:
+        return _report_from_posthog(args, settings)
     store = args.store or settings.store
     try:
         summary = summarise(
@@ -200,6 +213,11 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.org is not None and not summary.total_requests and not summary.journey_events:
         print(f"apiusage: no events of organisation {args.org!r} in {store}", file=sys.stderr)
         return 1
+    return _print_summary(summary, args)
+
+
+def _print_summary(summary: UsageSummary, args: argparse.Namespace) -> int:
+    """The summary in the form asked for; the exit status."""
     if args.json:
         sys.stdout.buffer.write(summary.to_json() + b"\n")
         sys.stdout.flush()
@@ -215,6 +233,39 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         print(format_summary(summary))
     return 0
+
+
+def _report_from_posthog(args: argparse.Namespace, settings: Settings) -> int:
+    key, project = settings.posthog_personal_api_key, settings.posthog_project_id
+    if key is None or not key.get_secret_value() or not project:
+        print(
+            "apiusage report --posthog: set POSTHOG_PERSONAL_API_KEY (a personal API key with "
+            "query read access) and POSTHOG_PROJECT_ID",
+            file=sys.stderr,
+        )
+        return 2
+    if args.org or args.since or args.until:
+        print(
+            "apiusage report --posthog: the window is --days; --org, --since and --until "
+            "read the local store only",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        summary = summarise_posthog(
+            settings.posthog_app_host or app_host(settings.posthog_host),
+            project,
+            key.get_secret_value(),
+            event_name=args.event_name or settings.event_name,
+            days=args.days,
+            journeys=_journeys(args.journey, settings),
+            journey_window_days=settings.journey_window_days,
+            deprecated_routes=[*settings.deprecated_routes, *args.deprecated],
+        )
+    except (PostHogQueryError, _BadInput) as exc:
+        print(f"apiusage report --posthog: {exc}", file=sys.stderr)
+        return 2
+    return _print_summary(summary, args)
 
 
 def _journeys(asked: list[str], settings: Settings) -> dict[str, list[str]]:

@@ -65,6 +65,32 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("posthog_host", "POSTHOG_HOST", "APIUSAGE_POSTHOG_HOST"),
         description="PostHog ingestion host (EU cloud: https://eu.i.posthog.com).",
     )
+    posthog_personal_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "posthog_personal_api_key",
+            "POSTHOG_PERSONAL_API_KEY",
+            "APIUSAGE_POSTHOG_PERSONAL_API_KEY",
+        ),
+        description="A PostHog personal API key with query read access, for "
+        "apiusage report --posthog (never for sending events).",
+    )
+    posthog_project_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "posthog_project_id", "POSTHOG_PROJECT_ID", "APIUSAGE_POSTHOG_PROJECT_ID"
+        ),
+        description="The PostHog project whose events apiusage report --posthog reads.",
+    )
+    posthog_app_host: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "posthog_app_host", "POSTHOG_APP_HOST", "APIUSAGE_POSTHOG_APP_HOST"
+        ),
+        description="Where PostHog's query API is: by default the app host of "
+        "posthog_host (https://us.posthog.com for https://us.i.posthog.com), or "
+        "posthog_host itself when self-hosted.",
+    )
     store: Path = Field(
         default=Path(".apiusage/events.sqlite3"),
         description="SQLite file of the embedded local store (used when no PostHog key is set).",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from apiusage.report.answers import Funnel, FunnelStep, OrganisationFunnel
 
-__all__ = ["funnel"]
+__all__ = ["funnel", "funnel_steps"]
 
 DAY = 86_400.0
 
@@ -76,15 +76,16 @@ def funnel(
         name,
         list(steps),
         conversion_days,
-        _steps(steps, reached_overall),
+        funnel_steps(steps, reached_overall),
         [
-            OrganisationFunnel(org, _steps(steps, counts))
+            OrganisationFunnel(org, funnel_steps(steps, counts))
             for org, counts in sorted(reached_by.items())
         ],
     )
 
 
-def _steps(steps: Sequence[str], reached: list[int]) -> list[FunnelStep]:
+def funnel_steps(steps: Sequence[str], reached: list[int]) -> list[FunnelStep]:
+    """Each step with its callers and conversions, from the callers reaching each step."""
     result = []
     for index, (step, callers) in enumerate(zip(steps, reached, strict=True)):
         start = reached[0]

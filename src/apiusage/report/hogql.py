@@ -48,6 +48,31 @@ def questions(
     identified = "distinct_id != properties.request_id"
     found = [
         Question(
+            "totals",
+            "Requests, callers and organisations",
+            f"""SELECT count() AS requests,
+       uniqIf(distinct_id, {identified}) AS callers,
+       uniq(properties.organisation) AS organisations,
+       min(timestamp) AS first_seen,
+       max(timestamp) AS last_seen
+FROM events
+WHERE {requests}""",
+            ("requests", "callers", "organisations", "first_seen", "last_seen"),
+        ),
+        Question(
+            "versions",
+            "API versions",
+            f"""SELECT properties.api_version AS api_version,
+       count() AS requests,
+       uniqIf(distinct_id, {identified}) AS callers,
+       uniq(properties.organisation) AS organisations
+FROM events
+WHERE {requests}
+GROUP BY api_version
+ORDER BY requests DESC""",
+            ("api_version", "requests", "callers", "organisations"),
+        ),
+        Question(
             "endpoints",
             "Endpoints, most used first",
             f"""SELECT properties.method AS method, properties.route AS route,
