@@ -108,6 +108,14 @@ class ApiUsageMiddleware:
     ) -> HttpResponseBase:
         self._annotate(request, response)
         recording.leave()
+        notices = self.client.notices
+        if notices is not None and not response.has_header("Deprecation"):
+            with self._reading_guard:
+                route = getattr(getattr(request, "resolver_match", None), "route", None)
+                if isinstance(route, str):
+                    method = request.method or "GET"
+                    for name, value in notices.headers_for(method, route_template(route)):
+                        response[name] = value
         if recording.measures:
             recording.response_started(response.status_code)
             with self._measuring_guard:

@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from flask import Flask, g, got_request_exception, request
+from flask import Flask, Response, g, got_request_exception, request
 
 from apiusage import (
     Resolver,
@@ -145,6 +145,18 @@ class ApiUsage:
                     state=g._get_current_object(),
                 )
                 client.resolve_current()
+
+        notices = client.notices
+        if notices is not None:
+
+            def add_deprecation_notice(response: Response) -> Response:
+                rule = request.url_rule
+                if rule is not None and "Deprecation" not in response.headers:
+                    for name, value in notices.headers_for(request.method, rule.rule):
+                        response.headers[name] = value
+                return response
+
+            app.after_request(add_deprecation_notice)
 
         got_request_exception.connect(_record_exception, app)
         client.add_route_source(routes_of_live_app(app, flask_routes))

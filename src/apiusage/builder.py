@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -159,6 +159,8 @@ class EventBuilder:
         #: (method, route) of deprecated routes: the configured ones until the route
         #: inventory arrives, then the inventory's (which include them).
         self._deprecated = configured_deprecations(deprecated_routes)
+        #: Told the deprecated routes whenever a route inventory arrives (the notices).
+        self.on_deprecated: Callable[[frozenset[tuple[str, str]]], None] | None = None
 
     def forget_sent(self) -> None:
         """Forget which groups/persons were sent (after a fork, the child starts fresh)."""
@@ -315,6 +317,8 @@ class EventBuilder:
         if deprecated != self._deprecated:
             self._deprecated = deprecated
             self._shared.clear()  # shared properties carry the old ``deprecated``
+        if self.on_deprecated is not None:
+            self.on_deprecated(deprecated)
         properties = inventory.properties()
         properties["schema_version"] = SCHEMA_VERSION
         properties["apiusage_version"] = __version__

@@ -39,6 +39,7 @@ from apiusage.identity import (
     identity_from_state,
 )
 from apiusage.inventory import InventoryRequest, RouteSource
+from apiusage.notices import DeprecationNotices
 from apiusage.offload import in_trio, run_in_thread
 from apiusage.pipeline import EventPipeline
 from apiusage.record import (
@@ -145,6 +146,14 @@ class UsageClient:
             route_sample_rates=settings.route_sample_rates,
             deprecated_routes=settings.deprecated_routes,
         )
+        #: The Deprecation / Sunset headers of deprecated routes, when asked for (middleware
+        #: and adapters add them); the worker updates it from the route inventory.
+        self.notices: DeprecationNotices | None = None
+        if settings.deprecation_headers:
+            self.notices = DeprecationNotices(
+                settings.deprecated_routes, settings.deprecation_dates, settings.sunset_dates
+            )
+            self.builder.on_deprecated = self.notices.update
         self.pipeline = EventPipeline(self.builder, self.fallback_resolver, self.sink, self.stats)
         self.delivery: Delivery = BackgroundDelivery(
             self.pipeline.process,

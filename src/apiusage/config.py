@@ -123,6 +123,21 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Per route template sample rates, e.g. {'/v1/events': 0.1}.",
     )
+    deprecation_headers: bool = Field(
+        default=False,
+        description="Answer requests to deprecated routes with the Deprecation (RFC 9745) "
+        "and, where a date is set, Sunset (RFC 8594) headers.",
+    )
+    deprecation_dates: dict[str, str] = Field(
+        default_factory=dict,
+        description="When each deprecated route was deprecated, for the Deprecation header: "
+        "{'GET /v1/reports': '2026-06-30'}; unset, the time apiusage learned it.",
+    )
+    sunset_dates: dict[str, str] = Field(
+        default_factory=dict,
+        description="When each deprecated route goes away, for the Sunset header: "
+        "{'/v1/reports': '2027-01-31'}.",
+    )
     journeys: dict[str, tuple[str, ...]] = Field(
         default_factory=dict,
         description=(
@@ -249,6 +264,21 @@ class Settings(BaseSettings):
         for path in value:
             if not path.startswith("/"):
                 raise ValueError(f"every path must start with '/': {path!r}")
+        return value
+
+    @field_validator("deprecation_dates", "sunset_dates")
+    @classmethod
+    def _dates_of_routes(cls, value: dict[str, str]) -> dict[str, str]:
+        from apiusage.inventory import parse_route_entry  # imports this module
+        from apiusage.notices import parse_date
+
+        for entry, day in value.items():
+            parse_route_entry(entry)
+            try:
+                parse_date(day)
+            except ValueError:
+                message = f"{day!r} (for {entry!r}) is not an ISO date such as 2027-01-31"
+                raise ValueError(message) from None
         return value
 
     @field_validator("journeys")

@@ -23,8 +23,11 @@ from asgiref.typing import (
 
 from apiusage import lifetime
 from apiusage.client import UsageClient
+from apiusage.detect.routes import asgi_route_template
 from apiusage.identity import Resolver
+from apiusage.notices import DeprecationNotices
 from apiusage.offload import run_in_thread
+from apiusage.record import RequestRecord
 from apiusage.registry import use_client
 from apiusage.sinks.base import Sink
 
@@ -117,6 +120,7 @@ class ASGIMiddleware:
                 recording.leave()
             return
         record = recording.record
+        notices = self.client.notices
 
         async def receive_recording() -> ASGIReceiveEvent:
             message = await receive()
@@ -133,6 +137,8 @@ class ASGIMiddleware:
                     record.finish_timing()
             elif message["type"] == "http.response.start":
                 record.status = message["status"]
+                if notices is not None:
+                    message = _with_notice(message, notices, scope, record)
             try:
                 await send(message)
             except OSError:
@@ -164,3 +170,18 @@ class ASGIMiddleware:
             await send(message)
 
         return lifespan_send
+
+
+def _with_notice(
+    message: Any, notices: DeprecationNotices, scope: Any, record: RequestRecord
+) -> Any:
+    """``http.response.start`` with the Deprecation / Sunset headers of a deprecated route
+    (the route is in the scope once the app has routed); unchanged otherwise, and when
+    the app set a ``Deprecation`` header itself."""
+    route = asgi_route_template(scope, record.root_path, record.status, record.path)
+    headers = notices.headers_for(record.method, route)
+    existing = message.get("headers", ())
+    if not headers or any(name.lower() == b"deprecation" for name, _ in existing):
+        return message
+    encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    return {**message, "headers": [*existing, *encoded]}
