@@ -219,6 +219,7 @@ def test_the_outreach_list_as_csv(history: UsageHistory) -> None:
         "requests",
         "last_seen",
         "client_libraries",
+        "requests_after_notice",
     }
     found: dict[tuple[str, str], Counter[tuple[str | None, str | None]]] = defaultdict(Counter)
     for row in rows:
@@ -437,3 +438,22 @@ def test_features_an_organisation_underuses(tmp_path: Path) -> None:
     assert found["umbrella", "GET /search"].share == round(1 / 41, 4)
     assert found["umbrella", "GET /search"].median_share == 0.2
     assert found["hooli", "GET /search"].organisations_using == 4
+
+
+def test_who_kept_calling_after_the_notice(history: UsageHistory) -> None:
+    notice = START + 16 * DAY  # 2026-10-17
+    summary = summarise(history.store, deprecation_dates={"GET /legacy/reports": "2026-10-17"})
+    found = {(entry.method, entry.route): entry for entry in summary.deprecated}
+    told = found["GET", "/legacy/reports"]
+    assert told.notice_since == notice
+    after = [call for call in history.deprecated_calls if call[:2] == ("GET", "/legacy/reports")]
+    after = [call for call in after if call[4] >= notice]
+    assert told.requests_after_notice == len(after)
+    assert 0 < told.requests_after_notice < told.requests
+    by_caller = {
+        (row.organisation, row.caller): row.requests_after_notice for row in told.by_caller
+    }
+    expected: Counter[tuple[str | None, str | None]] = Counter((c[2], c[3]) for c in after)
+    assert {who: count for who, count in by_caller.items() if count} == dict(expected)
+    untold = found["POST", "/legacy/export"]  # no date: nothing counts as after a notice
+    assert (untold.notice_since, untold.requests_after_notice) == (None, 0)

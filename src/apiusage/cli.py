@@ -194,6 +194,7 @@ def _main(argv: Sequence[str] | None) -> int:
             journeys=_journeys(args.journey, settings),
             journey_window_days=settings.journey_window_days,
             over_time=args.over_time or args.csv == "version-adoption" or bool(args.html),
+            deprecation_dates=settings.deprecation_dates,
         )
     except FileNotFoundError:
         print(

@@ -73,6 +73,10 @@ class UsageHistory:
     deprecated_by_caller: dict[tuple[str, str], Counter[tuple[str | None, str | None]]] = field(
         default_factory=lambda: defaultdict(Counter)
     )
+    #: Every call of a deprecated endpoint: (method, route, organisation, caller, time)
+    deprecated_calls: list[tuple[str, str, str | None, str | None, float]] = field(
+        default_factory=list
+    )
     #: organisation → (method, route) it called
     routes_by_org: dict[str, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
     #: journey step → callers who reached it (in order)
@@ -193,6 +197,7 @@ def generate(
         if (method, route) in history.deprecated:
             caller = (org, user) if identity is not None else (None, None)
             history.deprecated_by_caller[method, route][caller] += 1
+            history.deprecated_calls.append((method, route, *caller, record.started_at))
         if identity is not None:
             history.routes_by_org[org].add((method, route))
             history.versions_by_org[org].add(version)

@@ -63,6 +63,8 @@ class DeprecatedCaller:
     last_seen: float | None = None
     #: "name version" of each client library seen, most used first.
     client_libraries: list[str] = field(default_factory=list)
+    #: Requests on or after the endpoint's ``notice_since`` (0 when there is none).
+    requests_after_notice: int = 0
 
 
 @dataclass(slots=True)
@@ -76,6 +78,10 @@ class DeprecatedEndpoint:
     organisations: int = 0
     last_seen: float | None = None
     by_caller: list[DeprecatedCaller] = field(default_factory=list)
+    #: When callers were told (its ``deprecation_dates`` entry), or None.
+    notice_since: float | None = None
+    #: Requests on or after that date: who kept calling after the notice.
+    requests_after_notice: int = 0
 
 
 @dataclass(slots=True)

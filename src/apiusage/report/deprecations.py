@@ -9,6 +9,7 @@ that endpoint's shapes only.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -85,49 +86,57 @@ def deprecated_usage(
     shapes: Mapping[int, ShapeOwner],
     window: str,
     values: list[float],
+    notices: Mapping[tuple[str, str], float] | None = None,
 ) -> list[DeprecatedEndpoint]:
-    """Each deprecated endpoint, with who called it in the window, most requests first."""
+    """Each deprecated endpoint, with who called it in the window, most requests first;
+    ``notices``: when callers were told (the ``deprecation_dates`` setting), by endpoint,
+    to count who kept calling after."""
+    notices = notices or {}
     any_method = {route for method, route in deprecated if method == ANY_METHOD}
-    wanted = {
-        shape_id: owner
-        for shape_id, owner in shapes.items()
-        if owner[0] in deprecated or owner[0][1] in any_method
-    }
+    by_endpoint: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for shape_id, owner in shapes.items():
+        if owner[0] in deprecated or owner[0][1] in any_method:
+            by_endpoint[owner[0]].append(shape_id)
     results = {key: DeprecatedEndpoint(*key) for key in deprecated}
     callers: dict[tuple[tuple[str, str], str | None, str | None], DeprecatedCaller] = {}
     libraries: dict[Any, Counter[str]] = defaultdict(Counter)
     organisations: dict[tuple[str, str], set[str]] = defaultdict(set)
     identified: dict[tuple[str, str], set[str]] = defaultdict(set)
-    ids = list(wanted)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        rows = db.execute(
-            "SELECT shape, distinct_id, COUNT(*), MAX(timestamp) "
-            "FROM event_rows INDEXED BY event_rows_by_shape "
-            f"WHERE shape IN ({marks}){window} GROUP BY shape, distinct_id",
-            (*chunk, *values),
-        )
-        for shape_id, caller, count, last in rows:
-            endpoint, organisation, library = wanted[shape_id]
-            usage = results.get(endpoint)
-            if usage is None:  # deprecated for any method: listed by the method called
-                usage = results[endpoint] = DeprecatedEndpoint(*endpoint)
-            usage.requests += count
-            usage.last_seen = max(usage.last_seen or 0.0, last)
-            if organisation is not None:
-                organisations[endpoint].add(organisation)
-            if caller is not None:
-                identified[endpoint].add(caller)
-            who = (endpoint, organisation, caller)
-            entry = callers.get(who)
-            if entry is None:
-                entry = callers[who] = DeprecatedCaller(organisation, caller)
-                usage.by_caller.append(entry)
-            entry.requests += count
-            entry.last_seen = max(entry.last_seen or 0.0, last)
-            if library is not None:
-                libraries[who][library] += count
+    for endpoint, ids in by_endpoint.items():
+        noticed = notices.get(endpoint, notices.get((ANY_METHOD, endpoint[1])))
+        usage = results.get(endpoint)
+        if usage is None:  # deprecated for any method: listed by the method called
+            usage = results[endpoint] = DeprecatedEndpoint(*endpoint)
+        usage.notice_since = noticed
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = db.execute(
+                "SELECT shape, distinct_id, COUNT(*), MAX(timestamp), "
+                "SUM(CASE WHEN timestamp >= ? THEN 1 ELSE 0 END) "
+                "FROM event_rows INDEXED BY event_rows_by_shape "
+                f"WHERE shape IN ({marks}){window} GROUP BY shape, distinct_id",
+                (math.inf if noticed is None else noticed, *chunk, *values),
+            )
+            for shape_id, caller, count, last, after in rows:
+                _, organisation, library = shapes[shape_id]
+                usage.requests += count
+                usage.requests_after_notice += after
+                usage.last_seen = max(usage.last_seen or 0.0, last)
+                if organisation is not None:
+                    organisations[endpoint].add(organisation)
+                if caller is not None:
+                    identified[endpoint].add(caller)
+                who = (endpoint, organisation, caller)
+                entry = callers.get(who)
+                if entry is None:
+                    entry = callers[who] = DeprecatedCaller(organisation, caller)
+                    usage.by_caller.append(entry)
+                entry.requests += count
+                entry.requests_after_notice += after
+                entry.last_seen = max(entry.last_seen or 0.0, last)
+                if library is not None:
+                    libraries[who][library] += count
     for who, entry in callers.items():
         entry.client_libraries = [name for name, _ in libraries[who].most_common()]
     called_routes = {route for (method, route), usage in results.items() if usage.requests}

@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from apiusage.inventory import INVENTORY_EVENT
+from apiusage.inventory import INVENTORY_EVENT, parse_route_entry
+from apiusage.notices import parse_date
 from apiusage.report.adoption import version_adoption
 from apiusage.report.answers import (
     AuthUsage,
@@ -75,12 +76,15 @@ def summarise(
     journeys: Mapping[str, Sequence[str]] | None = None,
     journey_window_days: float = 14.0,
     over_time: bool = False,
+    deprecation_dates: Mapping[str, str] | None = None,
 ) -> UsageSummary:
     """Read the store and answer the report's questions over ``[since, until)``, for one
     ``organisation`` when given; ``deprecated_routes`` (``"GET /v1/x"`` or ``"/v1/x"``)
     are reported as deprecated besides those the route inventory marks; each of
     ``journeys`` (a name and its steps, event names in order) becomes a funnel;
-    ``over_time`` adds API version adoption per day (or week).
+    ``over_time`` adds API version adoption per day (or week); ``deprecation_dates``
+    (``{"GET /v1/x": "2026-06-30"}``) say since when callers were told, to count who kept
+    calling after.
 
     Raises :class:`UnknownJourneyStep` for a step no event in the store is named."""
     with closing(connect(store, readonly=True)) as db:
@@ -127,7 +131,13 @@ def summarise(
         if inventory is not None:
             summary.never_called = never_called(inventory, summary.endpoints)
         deprecated = deprecated_endpoints(inventory, deprecated_routes)
-        summary.deprecated = deprecated_usage(db, deprecated, rollup.owners, window, values)
+        notices = {
+            parse_route_entry(entry): parse_date(day)
+            for entry, day in (deprecation_dates or {}).items()
+        }
+        summary.deprecated = deprecated_usage(
+            db, deprecated, rollup.owners, window, values, notices
+        )
         if journeys:
             known = {name for (name,) in db.execute("SELECT DISTINCT event FROM event_shapes")}
             for name, steps in journeys.items():

@@ -23,7 +23,16 @@ def _iso(seconds: float | None) -> str:
 
 
 def _deprecated(summary: UsageSummary) -> Iterable[list[Any]]:
-    yield ["method", "route", "organisation", "caller", "requests", "last_seen", "client_libraries"]
+    yield [
+        "method",
+        "route",
+        "organisation",
+        "caller",
+        "requests",
+        "last_seen",
+        "client_libraries",
+        "requests_after_notice",
+    ]
     for endpoint in summary.deprecated:
         for caller in endpoint.by_caller:
             yield [
@@ -34,6 +43,7 @@ def _deprecated(summary: UsageSummary) -> Iterable[list[Any]]:
                 caller.requests,
                 _iso(caller.last_seen),
                 "; ".join(caller.client_libraries),
+                caller.requests_after_notice,
             ]
 
 

@@ -245,6 +245,12 @@ def _deprecated(summary: UsageSummary, width: int) -> list[str]:
             f"{entry.method} {entry.route}: {entry.requests} requests, {entry.callers} callers, "
             f"{entry.organisations} organisations, last {_when(entry.last_seen)}"
         )
+        if entry.notice_since is not None:
+            kept = sum(1 for caller in entry.by_caller if caller.requests_after_notice)
+            lines.append(
+                f"  since the notice ({_when(entry.notice_since)[:10]}): "
+                f"{entry.requests_after_notice} requests from {kept} callers"
+            )
         by_organisation: dict[str | None, list[DeprecatedCaller]] = {}
         for caller in entry.by_caller:
             by_organisation.setdefault(caller.organisation, []).append(caller)
