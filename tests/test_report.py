@@ -457,3 +457,13 @@ def test_who_kept_calling_after_the_notice(history: UsageHistory) -> None:
     assert {who: count for who, count in by_caller.items() if count} == dict(expected)
     untold = found["POST", "/legacy/export"]  # no date: nothing counts as after a notice
     assert (untold.notice_since, untold.requests_after_notice) == (None, 0)
+
+
+def test_long_runs_report_each_step(history: UsageHistory) -> None:
+    steps: list[str] = []
+    summarise(
+        history.store, journeys={"signup": ["user_signup", "user_login"]}, progress=steps.append
+    )
+    assert steps[0].startswith("counting requests")
+    assert "journey funnels" in steps
+    assert len(steps) == len(set(steps)) >= 5

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -195,7 +195,9 @@ def _main(argv: Sequence[str] | None) -> int:
             journey_window_days=settings.journey_window_days,
             over_time=args.over_time or args.csv == "version-adoption" or bool(args.html),
             deprecation_dates=settings.deprecation_dates,
+            progress=_progress(),
         )
+        _progress_done()
     except FileNotFoundError:
         print(
             f"apiusage: no local store at {store}; has an instrumented app run here?",
@@ -234,6 +236,28 @@ def _print_summary(summary: UsageSummary, args: argparse.Namespace) -> int:
     else:
         print(format_summary(summary))
     return 0
+
+
+def _progress() -> Callable[[str], None] | None:
+    """On a terminal, each step of a long report on one line of stderr; else nothing."""
+    if not sys.stderr.isatty():
+        return None
+    started = time.monotonic()
+
+    def show(step: str) -> None:
+        print(
+            f"\r\033[Kapiusage report: {step} … ({time.monotonic() - started:.1f} s)",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
+
+
+def _progress_done() -> None:
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def _report_from_posthog(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ def summarise(
     journey_window_days: float = 14.0,
     over_time: bool = False,
     deprecation_dates: Mapping[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> UsageSummary:
     """Read the store and answer the report's questions over ``[since, until)``, for one
     ``organisation`` when given; ``deprecated_routes`` (``"GET /v1/x"`` or ``"/v1/x"``)
@@ -84,11 +85,13 @@ def summarise(
     ``journeys`` (a name and its steps, event names in order) becomes a funnel;
     ``over_time`` adds API version adoption per day (or week); ``deprecation_dates``
     (``{"GET /v1/x": "2026-06-30"}``) say since when callers were told, to count who kept
-    calling after.
+    calling after. ``progress`` is told each step as it starts (the command shows them).
 
     Raises :class:`UnknownJourneyStep` for a step no event in the store is named."""
+    step = progress or (lambda name: None)
     with closing(connect(store, readonly=True)) as db:
         summary = UsageSummary(since=since, until=until, organisation=organisation)
+        step("counting requests by endpoint, version, auth method, caller")
         window, values = _window(since, until)
         of_organisation = "" if organisation is None else " WHERE s.organisation = ?"
         # Counted by shape, with its distinct callers (anonymous requests have none), from
@@ -103,7 +106,9 @@ def summarise(
             [*values] if organisation is None else [*values, organisation],
         )
         rollup = _Rollup(event_name)
+        step("rolling up the answers")
         rollup.answer(summary, counts)
+        step("latency percentiles")
         if organisation is None:
             _latencies(db, summary, window, values)
         else:
@@ -112,6 +117,8 @@ def summarise(
             summary.underused_features = underused_features(
                 rollup.feature_usage, rollup.organisation_totals
             )
+        if over_time:
+            step("version adoption over time")
         if over_time and summary.first_seen is not None and summary.last_seen is not None:
             start = since if since is not None else summary.first_seen
             end = until if until is not None else summary.last_seen
@@ -127,6 +134,7 @@ def summarise(
                 organisation=organisation,
                 span_days=(end - start) / 86_400,
             )
+        step("route inventory and deprecated endpoints")
         inventory = latest_inventory(db)
         if inventory is not None:
             summary.never_called = never_called(inventory, summary.endpoints)
@@ -139,6 +147,7 @@ def summarise(
             db, deprecated, rollup.owners, window, values, notices
         )
         if journeys:
+            step("journey funnels")
             known = {name for (name,) in db.execute("SELECT DISTINCT event FROM event_shapes")}
             for name, steps in journeys.items():
                 unknown = [step for step in steps if step not in known]
