@@ -467,3 +467,20 @@ def test_long_runs_report_each_step(history: UsageHistory) -> None:
     assert steps[0].startswith("counting requests")
     assert "journey funnels" in steps
     assert len(steps) == len(set(steps)) >= 5
+
+
+def test_versions_per_caller_and_one_callers_report(history: UsageHistory) -> None:
+    summary = summarise(history.store)
+    several = {entry.caller: set(entry.versions) for entry in summary.multi_version_callers}
+    expected = {user: v for user, v in history.versions_by_caller.items() if len(v) > 1}
+    assert several == expected
+    assert several  # every 5th organisation's callers switch versions
+    caller, requests = history.requests_by_caller.most_common(1)[0]
+    one = summarise(history.store, caller=caller)
+    assert one.total_requests == requests
+    assert one.identified_callers == 1
+    assert sum(entry.requests for entry in one.endpoints) == requests
+    assert all(entry.p50_ms is not None for entry in one.endpoints)
+    result = _report("--store", str(history.store), "--caller", "nobody")
+    assert result.returncode == 1
+    assert "no events of caller 'nobody'" in result.stderr

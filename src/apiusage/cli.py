@@ -79,6 +79,7 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     report.add_argument("--until", type=_moment, help="before this time (same forms as --since)")
     report.add_argument("--org", help="only this organisation's requests")
+    report.add_argument("--caller", help="only this caller's requests (its distinct id)")
     report.add_argument(
         "--deprecated",
         action="append",
@@ -190,6 +191,7 @@ def _main(argv: Sequence[str] | None) -> int:
             since=args.since,
             until=args.until,
             organisation=args.org,
+            caller=args.caller,
             deprecated_routes=[*settings.deprecated_routes, *args.deprecated],
             journeys=_journeys(args.journey, settings),
             journey_window_days=settings.journey_window_days,
@@ -215,6 +217,9 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     if args.org is not None and not summary.total_requests and not summary.journey_events:
         print(f"apiusage: no events of organisation {args.org!r} in {store}", file=sys.stderr)
+        return 1
+    if args.caller is not None and not summary.total_requests and not summary.journey_events:
+        print(f"apiusage: no events of caller {args.caller!r} in {store}", file=sys.stderr)
         return 1
     return _print_summary(summary, args)
 
@@ -269,10 +274,10 @@ def _report_from_posthog(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.org or args.since or args.until:
+    if args.org or args.caller or args.since or args.until:
         print(
-            "apiusage report --posthog: the window is --days; --org, --since and --until "
-            "read the local store only",
+            "apiusage report --posthog: the window is --days; --org, --caller, --since and "
+            "--until read the local store only",
             file=sys.stderr,
         )
         return 2

@@ -63,6 +63,10 @@ class UsageHistory:
     server_errors: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: organisation → API versions it called
     versions_by_org: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    #: caller → API versions it called
+    versions_by_caller: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    #: caller → requests
+    requests_by_caller: Counter[str] = field(default_factory=Counter)
     #: auth method → requests
     by_auth: Counter[str] = field(default_factory=Counter)
     #: (method, route) deprecated → organisation → requests
@@ -201,6 +205,8 @@ def generate(
         if identity is not None:
             history.routes_by_org[org].add((method, route))
             history.versions_by_org[org].add(version)
+            history.versions_by_caller[user].add(version)
+            history.requests_by_caller[user] += 1
             history.libraries_by_org[org][library.decode().split("/")[0]] += 1
             if (method, route) in history.deprecated:
                 history.deprecated_callers[method, route][org] += 1

@@ -11,6 +11,7 @@ from apiusage.report.delivery import DeliveryHealth
 
 __all__ = [
     "AuthUsage",
+    "CallerVersions",
     "DeprecatedCaller",
     "DeprecatedEndpoint",
     "EndpointUsage",
@@ -168,6 +169,15 @@ class OrganisationVersions:
 
 
 @dataclass(slots=True)
+class CallerVersions:
+    """A caller that called more than one API version in the window."""
+
+    caller: str
+    organisation: str | None
+    versions: list[str]
+
+
+@dataclass(slots=True)
 class AuthUsage:
     """One authentication method: requests, callers and organisations using it."""
 
@@ -204,6 +214,8 @@ class UsageSummary:
     since: float | None = None
     until: float | None = None
     organisation: str | None = None
+    #: The caller asked for (a distinct id), or None.
+    caller: str | None = None
     total_requests: int = 0
     journey_events: int = 0
     identified_callers: int = 0
@@ -214,6 +226,8 @@ class UsageSummary:
     endpoints: list[EndpointUsage] = field(default_factory=list)
     versions: list[VersionUsage] = field(default_factory=list)
     versions_by_organisation: list[OrganisationVersions] = field(default_factory=list)
+    #: Callers (distinct ids) on several API versions at once.
+    multi_version_callers: list[CallerVersions] = field(default_factory=list)
     auth_methods: list[AuthUsage] = field(default_factory=list)
     client_libraries: list[LibraryUsage] = field(default_factory=list)
     journey: list[JourneyEventCount] = field(default_factory=list)

@@ -25,6 +25,7 @@ from apiusage.notices import parse_date
 from apiusage.report.adoption import version_adoption
 from apiusage.report.answers import (
     AuthUsage,
+    CallerVersions,
     EndpointUsage,
     JourneyEventCount,
     LibraryUsage,
@@ -53,15 +54,22 @@ _SHAPE_COLUMNS = (
 )
 
 
-def _window(since: float | None, until: float | None) -> tuple[str, list[float]]:
-    """SQL conditions on ``timestamp`` (with a leading AND) and their values."""
-    clauses, values = "", []
+def _window(
+    since: float | None, until: float | None, caller: str | None = None
+) -> tuple[str, list[Any]]:
+    """SQL conditions on ``timestamp`` and ``distinct_id`` (with a leading AND) and their
+    values."""
+    clauses = ""
+    values: list[Any] = []
     if since is not None:
         clauses += " AND timestamp >= ?"
         values.append(since)
     if until is not None:
         clauses += " AND timestamp < ?"
         values.append(until)
+    if caller is not None:
+        clauses += " AND distinct_id = ?"
+        values.append(caller)
     return clauses, values
 
 
@@ -72,6 +80,7 @@ def summarise(
     since: float | None = None,
     until: float | None = None,
     organisation: str | None = None,
+    caller: str | None = None,
     deprecated_routes: Iterable[str] = (),
     journeys: Mapping[str, Sequence[str]] | None = None,
     journey_window_days: float = 14.0,
@@ -80,8 +89,9 @@ def summarise(
     progress: Callable[[str], None] | None = None,
 ) -> UsageSummary:
     """Read the store and answer the report's questions over ``[since, until)``, for one
-    ``organisation`` when given; ``deprecated_routes`` (``"GET /v1/x"`` or ``"/v1/x"``)
-    are reported as deprecated besides those the route inventory marks; each of
+    ``organisation`` or one ``caller`` (distinct id) when given; ``deprecated_routes``
+    (``"GET /v1/x"`` or ``"/v1/x"``) are reported as deprecated besides those the route
+    inventory marks; each of
     ``journeys`` (a name and its steps, event names in order) becomes a funnel;
     ``over_time`` adds API version adoption per day (or week); ``deprecation_dates``
     (``{"GET /v1/x": "2026-06-30"}``) say since when callers were told, to count who kept
@@ -90,9 +100,9 @@ def summarise(
     Raises :class:`UnknownJourneyStep` for a step no event in the store is named."""
     step = progress or (lambda name: None)
     with closing(connect(store, readonly=True)) as db:
-        summary = UsageSummary(since=since, until=until, organisation=organisation)
+        summary = UsageSummary(since=since, until=until, organisation=organisation, caller=caller)
         step("counting requests by endpoint, version, auth method, caller")
-        window, values = _window(since, until)
+        window, values = _window(since, until, caller)
         of_organisation = "" if organisation is None else " WHERE s.organisation = ?"
         # Counted by shape, with its distinct callers (anonymous requests have none), from
         # the covering index event_rows_by_shape (no table row is read), then the shape.
@@ -109,11 +119,11 @@ def summarise(
         step("rolling up the answers")
         rollup.answer(summary, counts)
         step("latency percentiles")
-        if organisation is None:
+        if organisation is None and caller is None:
             _latencies(db, summary, window, values)
         else:
             _latencies_of_shapes(db, summary, rollup.endpoint_of, window, values)
-        if organisation is None:
+        if organisation is None and caller is None:
             summary.underused_features = underused_features(
                 rollup.feature_usage, rollup.organisation_totals
             )
@@ -244,6 +254,8 @@ class _Rollup:
         endpoint_of, owners = self.endpoint_of, self.owners
         feature_usage, organisation_totals = self.feature_usage, self.organisation_totals
         all_callers, organisations = self.callers, self.organisations
+        versions_of_caller: dict[str, set[str]] = defaultdict(set)
+        caller_organisation: dict[str, str | None] = {}
         requests, first_seen, last_seen = 0, math.inf, -math.inf
         for shape in counts:
             count, last, event = shape[_COUNT], shape[_LAST], shape[_EVENT]
@@ -265,6 +277,10 @@ class _Rollup:
                 last_seen = last
             all_callers.update(members)
             organisation, version, library = shape[_ORGANISATION], shape[_VERSION], shape[_LIBRARY]
+            if version is not None:
+                for member in members:
+                    versions_of_caller[member].add(version)
+                    caller_organisation[member] = organisation
             answers = [versions[version or "(none)"], auth[shape[_AUTH] or "(unknown)"]]
             route = shape[_ROUTE]
             if route is not None:
@@ -309,6 +325,11 @@ class _Rollup:
                         seen[version] = last
         self.requests = requests
         self.first_seen, self.last_seen = first_seen, last_seen
+        summary.multi_version_callers = [
+            CallerVersions(member, caller_organisation[member], sorted(versions))
+            for member, versions in sorted(versions_of_caller.items())
+            if len(versions) > 1
+        ]
         self._fill(summary)
 
     def _fill(self, summary: UsageSummary) -> None:

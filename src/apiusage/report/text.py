@@ -37,7 +37,8 @@ def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
         "API usage summary",
         "=================",
         f"window: {window}"
-        + (f"   organisation: {summary.organisation}" if summary.organisation else ""),
+        + (f"   organisation: {summary.organisation}" if summary.organisation else "")
+        + (f"   caller: {summary.caller}" if summary.caller else ""),
         f"requests: {summary.total_requests}   journey events: {summary.journey_events}   "
         f"identified callers: {summary.identified_callers}   "
         f"organisations: {summary.organisations}",
@@ -95,6 +96,13 @@ def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
                 f"{version} ({entry.requests[version]})" for version in entry.versions
             )
             lines.append(f"{entry.organisation:<{width}} {counts}")
+    if summary.multi_version_callers:
+        lines += ["", "Callers on several API versions at once", "-" * 39]
+        for caller in summary.multi_version_callers[:20]:
+            who = f"{caller.organisation or '(no organisation)'} / {caller.caller}"
+            lines.append(f"{who[:width]:<{width}} {', '.join(caller.versions)}")
+        if len(summary.multi_version_callers) > 20:
+            lines.append(f"… and {len(summary.multi_version_callers) - 20} more (--json has all)")
     lines += _table(
         "Authentication methods",
         ["", "requests", "share", "callers", "orgs"],
