@@ -320,3 +320,35 @@ def test_inventories_of_equal_routes_are_equal_whatever_their_order() -> None:
     assert [route.method for route in one.routes] == ["GET", "POST"]
     assert one.uuid == other.uuid
     assert RouteInventory.of([a], "flask").uuid != one.uuid
+
+
+async def test_litestar_routes_through_the_documented_route_source() -> None:
+    from typing import Annotated
+
+    from litestar import Litestar, Router, get, post
+    from litestar.params import Parameter
+
+    from apiusage.inventory import litestar_routes, routes_of_live_app
+
+    @get("/items/{item_id:int}", deprecated=True)
+    async def item(item_id: Annotated[int, Parameter()]) -> dict[str, int]:
+        return {"id": item_id}
+
+    @post("/items")
+    @apiusage.deprecated
+    async def create() -> dict[str, str]:
+        return {}
+
+    app = Litestar(route_handlers=[Router(path="/v1", route_handlers=[item, create])])
+    sink = MemorySink()
+    wrapped = apiusage.ASGIMiddleware(app, sink=sink, identity_secret=IDENTITY_SECRET)
+    wrapped.client.add_route_source(routes_of_live_app(app, litestar_routes), name="litestar")
+    transport = httpx.ASGITransport(app=wrapped)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        assert (await http.get("/v1/items/1")).status_code == 200
+    assert wrapped.client.flush(10)
+    routes = listed(inventory_of(sink))
+    assert routes["GET", "/v1/items/{item_id}"]["deprecated"] is True
+    assert routes["GET", "/v1/items/{item_id}"]["route_template"] == "/v1/items/{item_id:int}"
+    assert routes["POST", "/v1/items"]["deprecated"] is True
+    assert ("GET", "/schema/openapi.json") in routes  # Litestar's own, served and listed

@@ -37,6 +37,7 @@ __all__ = [
     "deprecated",
     "is_deprecated",
     "is_marked_deprecated",
+    "litestar_routes",
     "parse_route_entry",
     "routes_for_methods",
     "routes_of_live_app",
@@ -122,14 +123,39 @@ def routes_for_methods(methods: Iterable[str] | None, template: str, **details: 
 
 def routes_of_live_app(app: Any, list_routes: Callable[[Any], Iterable[Route]]) -> RouteSource:
     """A route source that holds ``app`` weakly: a client shared by several apps (or
-    outliving one) must not keep a dropped app alive. A dropped app has no routes."""
-    reference = weakref.ref(app)
+    outliving one) must not keep a dropped app alive. A dropped app has no routes. (An
+    app that cannot be referenced weakly, with ``__slots__``, is held as it is.)"""
+    try:
+        reference: Callable[[], Any] = weakref.ref(app)
+    except TypeError:
+
+        def reference() -> Any:
+            return app
 
     def source() -> Iterable[Route]:
         live = reference()
         return () if live is None else list_routes(live)
 
     return source
+
+
+def litestar_routes(app: Any) -> list[Route]:
+    """A Litestar app's routes, from its public ``app.routes`` (no Litestar import: apps
+    without an apiusage adapter hand this to :meth:`UsageClient.add_route_source`).
+    A handler is deprecated by ``deprecated=True`` (Litestar's OpenAPI flag) or the
+    :func:`deprecated` marker."""
+    routes: list[Route] = []
+    for route in getattr(app, "routes", ()):
+        path = getattr(route, "path", None)
+        for handler in getattr(route, "route_handlers", ()):
+            methods = getattr(handler, "http_methods", None)
+            if not isinstance(path, str) or methods is None:  # websocket and ASGI routes
+                continue
+            marked = getattr(handler, "deprecated", False) is True or is_marked_deprecated(
+                getattr(handler, "fn", None)
+            )
+            routes.extend(routes_for_methods(methods, path, deprecated=marked))
+    return routes
 
 
 @dataclass(frozen=True, slots=True)
