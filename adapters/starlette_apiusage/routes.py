@@ -1,7 +1,8 @@
 """The route inventory of a Starlette or FastAPI app: its routes, into mounts and hosts.
 
-FastAPI's routes already carry ``include_router`` prefixes, and say when they are
-deprecated (``deprecated=True`` on the route or its router) and their operation id.
+FastAPI's routes carry ``include_router`` prefixes, and say when they are deprecated
+(``deprecated=True`` on the route or its router) and their operation id. Everything is
+read; nothing about the app is changed or generated.
 """
 
 from __future__ import annotations
@@ -56,26 +57,42 @@ def _operation_id(route: Any) -> str | None:
     return None
 
 
-_HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"})
-
-
 def fastapi_routes(app: Any) -> list[Route]:
-    """A FastAPI app's routes: its OpenAPI schema's operations (FastAPI's public account of
-    them, ``include_router`` prefixes, ``deprecated`` and ``operationId`` included), plus
-    the routes it serves outside the schema (the walk of :func:`starlette_routes`)."""
-    routes = starlette_routes(app)
-    schema = app.openapi()
-    for path, operations in (schema.get("paths") or {}).items():
-        for method, operation in operations.items():
-            if method.upper() not in _HTTP_METHODS or not isinstance(operation, dict):
-                continue
-            operation_id = operation.get("operationId")
-            routes.extend(
-                routes_for_methods(
-                    [method],
-                    path,
-                    deprecated=operation.get("deprecated") is True,
-                    operation_id=operation_id if isinstance(operation_id, str) else None,
-                )
-            )
-    return routes
+    """A FastAPI app's routes, with ``include_router`` prefixes, ``deprecated`` and
+    operation ids. Read only: no OpenAPI schema is generated (that would cache it on the
+    app, and warn or fail for the app's own reasons).
+
+    FastAPI 0.137 and later keep an included router as one entry whose routes are its
+    *effective* contexts (what FastAPI itself routes with); earlier versions flatten
+    included routes into ``app.routes``, which :func:`starlette_routes` reads.
+    """
+    return list(_walk_fastapi(_routes_of(app), ""))
+
+
+def _walk_fastapi(routes: Iterable[Any], prefix: str) -> Iterator[Route]:
+    for route in routes:
+        candidates = getattr(route, "effective_candidates", None)
+        if callable(candidates):  # an included router (FastAPI >= 0.137)
+            for candidate in candidates():
+                yield from _from_candidate(candidate, prefix)
+        else:
+            yield from _walk([route], prefix)
+
+
+def _from_candidate(candidate: Any, prefix: str) -> Iterator[Route]:
+    if callable(getattr(candidate, "effective_candidates", None)):
+        yield from _walk_fastapi([candidate], prefix)
+        return
+    path, methods = getattr(candidate, "path_format", None), getattr(candidate, "methods", None)
+    if isinstance(path, str) and methods:  # an API route's effective context
+        yield from routes_for_methods(
+            methods,
+            prefix + path,
+            deprecated=bool(getattr(candidate, "deprecated", False))
+            or is_marked_deprecated(getattr(candidate, "endpoint", None)),
+            operation_id=_operation_id(candidate),
+        )
+        return
+    plain = getattr(candidate, "starlette_route", None)  # a plain route or mount
+    if plain is not None:
+        yield from _walk([plain], prefix)
