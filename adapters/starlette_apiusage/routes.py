@@ -59,40 +59,29 @@ def _operation_id(route: Any) -> str | None:
 
 def fastapi_routes(app: Any) -> list[Route]:
     """A FastAPI app's routes, with ``include_router`` prefixes, ``deprecated`` and
-    operation ids. Read only: no OpenAPI schema is generated (that would cache it on the
-    app, and warn or fail for the app's own reasons).
+    operation ids. Read only: no OpenAPI schema is generated, and no route is built (that
+    would cache state on the app, and warn or fail for the app's own reasons).
 
-    FastAPI 0.137 and later keep an included router as one entry whose routes are its
-    *effective* contexts (what FastAPI itself routes with); earlier versions flatten
-    included routes into ``app.routes``, which :func:`starlette_routes` reads.
+    FastAPI 0.137 and later keep an included router as one entry: its router's routes
+    and the prefix and ``deprecated`` of the ``include_router`` call, read here as they
+    are. Earlier versions flatten included routes into ``app.routes``, which
+    :func:`starlette_routes` reads.
     """
-    return list(_walk_fastapi(_routes_of(app), ""))
+    return list(_walk_fastapi(_routes_of(app), "", deprecated=False))
 
 
-def _walk_fastapi(routes: Iterable[Any], prefix: str) -> Iterator[Route]:
+def _walk_fastapi(routes: Iterable[Any], prefix: str, *, deprecated: bool) -> Iterator[Route]:
     for route in routes:
-        candidates = getattr(route, "effective_candidates", None)
-        if callable(candidates):  # an included router (FastAPI >= 0.137)
-            for candidate in candidates():
-                yield from _from_candidate(candidate, prefix)
-        else:
-            yield from _walk([route], prefix)
-
-
-def _from_candidate(candidate: Any, prefix: str) -> Iterator[Route]:
-    if callable(getattr(candidate, "effective_candidates", None)):
-        yield from _walk_fastapi([candidate], prefix)
-        return
-    path, methods = getattr(candidate, "path_format", None), getattr(candidate, "methods", None)
-    if isinstance(path, str) and methods:  # an API route's effective context
-        yield from routes_for_methods(
-            methods,
-            prefix + path,
-            deprecated=bool(getattr(candidate, "deprecated", False))
-            or is_marked_deprecated(getattr(candidate, "endpoint", None)),
-            operation_id=_operation_id(candidate),
-        )
-        return
-    plain = getattr(candidate, "starlette_route", None)  # a plain route or mount
-    if plain is not None:
-        yield from _walk([plain], prefix)
+        router = getattr(route, "original_router", None)
+        context = getattr(route, "include_context", None)
+        if router is not None and context is not None:  # an included router (>= 0.137)
+            yield from _walk_fastapi(
+                getattr(router, "routes", ()),
+                prefix + str(getattr(context, "prefix", "") or ""),
+                deprecated=deprecated or bool(getattr(context, "deprecated", False)),
+            )
+            continue
+        for found in _walk([route], prefix):
+            if deprecated and not found.deprecated:
+                found = Route(found.route, found.method, found.template, True, found.operation_id)
+            yield found
