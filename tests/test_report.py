@@ -70,6 +70,7 @@ def test_auth_methods_by_requests_callers_and_organisations(history: UsageHistor
     assert requests == dict(history.by_auth)
     anonymous = next(entry for entry in summary.auth_methods if entry.auth_method == "none")
     assert (anonymous.callers, anonymous.organisations) == (0, 0)
+    assert all(entry.failed == 0 for entry in summary.auth_methods)  # no 401 or 403 here
 
 
 def test_client_libraries_per_organisation(history: UsageHistory) -> None:

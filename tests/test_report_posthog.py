@@ -41,7 +41,7 @@ ROWS: dict[str, list[list[Any]]] = {
         ["globex", "v2", 50, "2026-11-30T11:00:00Z"],
     ],
     "version_adoption": [["2026-11-01 00:00:00", "v2", 4, 2]],
-    "auth_methods": [["api_key", 100, 6, 3], ["none", 20, 0, 0]],
+    "auth_methods": [["api_key", 100, 6, 3, 4], ["none", 20, 0, 0, 0]],
     "client_libraries": [["acme", "acme-python", "1.4", 40, 2, "2026-11-29T08:00:00Z"]],
     "deprecated": [
         ["POST", "/v1/legacy/export", "acme", "user-1", 25, "2026-11-29T08:00:00Z", ["curl 8.5"]],

@@ -71,6 +71,8 @@ def _fingerprint(properties: Mapping[str, Any]) -> int:
 
 
 _STATUS_CLASSES = {digit: f"{digit}xx" for digit in range(1, 6)}
+#: Statuses that say the app refused the request's credentials.
+REFUSED_STATUSES = frozenset({401, 403})
 
 
 def _openapi(template: Any) -> str | None:
@@ -281,6 +283,7 @@ class EventBuilder:
             "route": _openapi(route),
             "route_template": route,
             "deprecated": is_deprecated(self._deprecated, record.method, _openapi(route)),
+            "auth_failed": None,
             "method": record.method,
             "status_code": status,
             "status_class": _STATUS_CLASSES.get(status // 100) if status else None,
@@ -353,6 +356,13 @@ class EventBuilder:
         properties["deprecated"] = is_deprecated(self._deprecated, properties["method"], route)
         status = properties["status_code"]
         properties["status_class"] = _STATUS_CLASSES.get(status // 100) if status else None
+        # Credentials were presented and the app refused them: a failed authentication.
+        properties["auth_failed"] = status in REFUSED_STATUSES and properties[
+            "auth_method"
+        ] not in (
+            None,
+            "none",
+        )
         properties["schema_version"] = SCHEMA_VERSION
         properties["apiusage_version"] = __version__
         shared = SharedProperties(properties)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from apiusage.builder import Built, Detected, EventBuilder
+from apiusage.builder import REFUSED_STATUSES, Built, Detected, EventBuilder
 from apiusage.health import Stats
 from apiusage.identity import Identity, ResolverChain
 from apiusage.inventory import InventoryRequest
@@ -93,7 +93,9 @@ class EventPipeline:
                 found = _Found(self.builder.detect(view))
                 if key is not None:
                     seen[key] = found
-            if item.identity is None:
+            if item.identity is None and item.status not in REFUSED_STATUSES:
+                # A credential the app refused (401, 403) names no caller: a wrong
+                # password or a random token would otherwise become a phantom one.
                 if found.fallback is _NOT_RESOLVED:
                     identity = self.fallback_resolver(view)
                     found.fallback = identity if isinstance(identity, Identity) else None

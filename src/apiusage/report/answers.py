@@ -185,6 +185,8 @@ class AuthUsage:
     requests: int = 0
     callers: int = 0
     organisations: int = 0
+    #: Requests whose credentials the app refused (401, 403): failed logins.
+    failed: int = 0
 
 
 @dataclass(slots=True)

@@ -159,12 +159,13 @@ ORDER BY day, api_version""",
             f"""SELECT properties.auth_method AS auth_method,
        count() AS requests,
        uniqIf(distinct_id, {identified}) AS callers,
-       uniq(properties.organisation) AS organisations
+       uniq(properties.organisation) AS organisations,
+       countIf(properties.auth_failed = true) AS failed
 FROM events
 WHERE {requests}
 GROUP BY auth_method
 ORDER BY requests DESC""",
-            ("auth_method", "requests", "callers", "organisations"),
+            ("auth_method", "requests", "callers", "organisations", "failed"),
         ),
         Question(
             "client_libraries",

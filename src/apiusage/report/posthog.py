@@ -187,6 +187,7 @@ def summarise_posthog(
             int(row["requests"]),
             int(row["callers"]),
             int(row["organisations"]),
+            int(row.get("failed") or 0),
         )
         for row in answers["auth_methods"]
     ]

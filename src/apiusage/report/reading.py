@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from apiusage.builder import REFUSED_STATUSES
 from apiusage.inventory import INVENTORY_EVENT, parse_route_entry
 from apiusage.notices import parse_date
 from apiusage.report.adoption import version_adoption
@@ -197,6 +198,7 @@ class _Answer:
         "client_errors",
         "last_seen",
         "organisations",
+        "refused",
         "requests",
         "server_errors",
     )
@@ -205,6 +207,8 @@ class _Answer:
         self.requests = 0
         self.client_errors = 0
         self.server_errors = 0
+        #: Requests refused with 401 or 403 although they presented credentials.
+        self.refused = 0
         self.last_seen = 0.0
         self.callers: set[str] = set()
         self.organisations: set[str] = set()
@@ -281,7 +285,10 @@ class _Rollup:
                 for member in members:
                     versions_of_caller[member].add(version)
                     caller_organisation[member] = organisation
-            answers = [versions[version or "(none)"], auth[shape[_AUTH] or "(unknown)"]]
+            method_used = auth[shape[_AUTH] or "(unknown)"]
+            answers = [versions[version or "(none)"], method_used]
+            if shape[_STATUS] in REFUSED_STATUSES and shape[_AUTH] not in (None, "none"):
+                method_used.refused += count
             route = shape[_ROUTE]
             if route is not None:
                 endpoint_key = (shape[_METHOD] or "", route)
@@ -366,7 +373,13 @@ class _Rollup:
         ]
         summary.auth_methods = sorted(
             (
-                AuthUsage(name, answer.requests, len(answer.callers), len(answer.organisations))
+                AuthUsage(
+                    name,
+                    answer.requests,
+                    len(answer.callers),
+                    len(answer.organisations),
+                    failed=answer.refused,
+                )
                 for name, answer in self.auth.items()
             ),
             key=lambda entry: (-entry.requests, entry.auth_method),

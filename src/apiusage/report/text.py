@@ -105,7 +105,7 @@ def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
             lines.append(f"… and {len(summary.multi_version_callers) - 20} more (--json has all)")
     lines += _table(
         "Authentication methods",
-        ["", "requests", "share", "callers", "orgs"],
+        ["", "requests", "share", "callers", "orgs", "refused"],
         [
             [
                 entry.auth_method,
@@ -113,6 +113,7 @@ def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
                 share(entry.requests),
                 entry.callers,
                 entry.organisations,
+                entry.failed,
             ]
             for entry in summary.auth_methods
         ],
