@@ -8,7 +8,6 @@ were refused or were dropped, with an exit status a monitoring check can use.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sqlite3
@@ -20,6 +19,7 @@ from typing import Any, NoReturn
 
 from apiusage.config import ConfigurationError, Settings, load_settings
 from apiusage.inventory import parse_route_entry
+from apiusage.notices import parse_date
 from apiusage.report import (
     UnknownJourneyStep,
     UsageSummary,
@@ -340,15 +340,12 @@ def _moment(text: str) -> float:
     if unit is not None and value[:-1].replace(".", "", 1).isdigit():
         return time.time() - float(value[:-1]) * unit
     try:
-        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_date(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither an ISO date or time (2026-11-01, 2026-11-01T12:00) nor an "
             "age (7d, 12h, 30m)"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.timestamp()
 
 
 def _health(settings: Settings, store: Path, *, as_json: bool) -> int:

@@ -13,7 +13,6 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from apiusage import Identity, Route, UsageClient
 from apiusage.inventory import InventoryRequest
@@ -236,7 +235,3 @@ def store_size(path: Path) -> int:
         if candidate.exists():
             total += candidate.stat().st_size
     return total
-
-
-def as_dict(history: UsageHistory) -> dict[str, Any]:
-    return {"requests": history.requests, "routes": len(history.routes)}

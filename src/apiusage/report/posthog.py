@@ -9,7 +9,6 @@ once one machine's store is not enough.
 
 from __future__ import annotations
 
-import datetime
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 import orjson
 import urllib3
 
+from apiusage.notices import parse_date
 from apiusage.report.answers import (
     AuthUsage,
     DeprecatedCaller,
@@ -58,10 +58,7 @@ def _seconds(value: Any) -> float | None:
         return None
     if isinstance(value, (int, float)):
         return float(value)
-    moment = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.timestamp()
+    return parse_date(str(value))
 
 
 class _QueryApi:

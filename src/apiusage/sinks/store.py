@@ -21,9 +21,6 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from apiusage.events import Event, GroupUpdate
 from apiusage.health import Stats
@@ -34,6 +31,7 @@ from apiusage.sinks.store_layout import (
     EventRows,
     StoreVersionError,
     connect,
+    dumps,
 )
 
 __all__ = [
@@ -49,10 +47,6 @@ _SAVE_COUNTERS = (
     "ON CONFLICT (process) DO UPDATE SET updated_at = excluded.updated_at, "
     "counters = excluded.counters"
 )
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _process_name() -> str:
@@ -101,17 +95,17 @@ class LocalStoreSink:
     def _counters_row(self, now: float) -> tuple[str, float, float, str] | None:
         if self.stats is None:
             return None
-        return (self._process, self._started_at, now, _dumps(self.stats.snapshot()))
+        return (self._process, self._started_at, now, dumps(self.stats.snapshot()))
 
     def send(self, events: Sequence[Event], groups: Sequence[GroupUpdate]) -> int:
         now = time.time()
         person_rows = [
-            (event.distinct_id, _dumps(event.person_properties), now)
+            (event.distinct_id, dumps(event.person_properties), now)
             for event in events
             if event.person_properties
         ]
         group_rows = [
-            (group.group_type, group.group_key, _dumps(group.properties), now) for group in groups
+            (group.group_type, group.group_key, dumps(group.properties), now) for group in groups
         ]
         with self._lock:
             db, rows = self._db()

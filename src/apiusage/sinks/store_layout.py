@@ -33,6 +33,7 @@ __all__ = [
     "EventRows",
     "StoreVersionError",
     "connect",
+    "dumps",
 ]
 
 STORE_SCHEMA_VERSION = 3
@@ -185,7 +186,8 @@ class StoreVersionError(RuntimeError):
     """The store was written by a newer apiusage whose layout this one does not know."""
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
+    """JSON text as the store keeps it (orjson; what it cannot encode, as text)."""
     return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
@@ -240,7 +242,7 @@ class EventRows:
             and not (request_id_is_uuid and key == "request_id")
             and not (key in _COUNTS and counts[_COUNTS.index(key)] is not None)
         }
-        groups = _dumps(event.groups) if event.groups else None
+        groups = dumps(event.groups) if event.groups else None
         key = (event.name, event.personless, columns, request_id_is_uuid, shape_json, groups)
         shape = self._ids.get(key)
         if shape is None:
@@ -258,14 +260,14 @@ class EventRows:
             event.timestamp,
             duration,
             *counts,
-            _dumps(rest) if rest else None,
-            _dumps(event.person_properties) if event.person_properties else None,
+            dumps(rest) if rest else None,
+            dumps(event.person_properties) if event.person_properties else None,
         )
 
     def _shape(self, key: tuple[Any, ...]) -> int:
         name, personless, columns, request_id_is_uuid, shape_json, groups = key
         digest = hashlib.blake2b(
-            _dumps([name, personless, columns, request_id_is_uuid, shape_json, groups]).encode(),
+            dumps([name, personless, columns, request_id_is_uuid, shape_json, groups]).encode(),
             digest_size=16,
         ).digest()
         db = self._db
@@ -334,7 +336,7 @@ def _remember_shared(shared: SharedProperties) -> tuple[tuple[Any, ...], str]:
     get = properties.get
     remembered = (
         tuple(get(name) for name in SHAPE_COLUMNS),
-        _dumps({key: value for key, value in properties.items() if key not in _COLUMN_SET}),
+        dumps({key: value for key, value in properties.items() if key not in _COLUMN_SET}),
     )
     shared.memo[_MEMO_KEY] = remembered
     return remembered
