@@ -17,6 +17,7 @@ from starlette.requests import HTTPConnection
 import apiusage
 import apiusage.registry
 from apiusage import ASGIMiddleware, Identity, KeyedHasher, from_header, from_state
+from apiusage.attached import CallerNotRead
 from apiusage.record import RequestRecord
 from apiusage.request_view import RequestView
 from apiusage.sinks.memory import MemorySink
@@ -70,16 +71,22 @@ class User:
         (Identity("u-6", organisation="o-6"), Identity("u-6", organisation="o-6")),
         (User(id="u-7", is_authenticated=True), Identity("u-7")),
         (User(id="anon", is_authenticated=False), None),  # anonymous users give no identity
-        (User(name="no id"), None),
-        ({"id": ""}, None),
         ("", None),
-        (True, None),
         (None, None),
+        # Something attached that names no caller: an error the chain reports (counted,
+        # and a warning that names the fix), never a silent anonymous request.
+        (User(name="no id"), CallerNotRead),
+        ({"id": ""}, CallerNotRead),
+        (True, CallerNotRead),
     ],
 )
-def test_from_state(value: Any, expected: Identity | None) -> None:
-    assert from_state()(state_view({"user": value})) == expected
-    assert from_state()(state_view(SimpleNamespace(user=value))) == expected
+def test_from_state(value: Any, expected: Identity | type[Exception] | None) -> None:
+    for state in ({"user": value}, SimpleNamespace(user=value)):
+        if expected is CallerNotRead:
+            with pytest.raises(CallerNotRead, match="none of the fields id, pk"):
+                from_state()(state_view(state))
+        else:
+            assert from_state()(state_view(state)) == expected
 
 
 def test_from_state_attribute_scope_user_and_truncation() -> None:

@@ -24,6 +24,7 @@ from apiusage import (
     current_record,
     use_client,
 )
+from apiusage.attached import watching_class
 from apiusage.inventory import is_marked_deprecated, routes_for_methods, routes_of_live_app
 
 __all__ = ["ApiUsage", "flask_login_user", "flask_routes"]
@@ -125,6 +126,11 @@ class ApiUsage:
             **settings,
         )
         app.extensions["apiusage"] = client
+        # g.user (and Flask-Login's user) is read as the app sets it, while its objects
+        # are alive: a row of a session closed at teardown can no longer be read.
+        app.app_ctx_globals_class = watching_class(
+            app.app_ctx_globals_class, client.watched_attributes
+        )
         app.wsgi_app = WSGIMiddleware(  # type: ignore[method-assign]
             _without_cycle(app), client=client
         )

@@ -19,6 +19,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from apiusage import lifetime
+from apiusage.attached import CallerNotRead
 from apiusage.backends import default_sink, identity_secret
 from apiusage.builder import EventBuilder
 from apiusage.config import ConfigurationError, Settings, load_settings
@@ -56,6 +57,14 @@ from apiusage.request_view import RequestView, state_of
 from apiusage.runtime import ephemeral_runtime
 from apiusage.sinks.base import Sink
 from apiusage.stopping import is_stopping
+
+#: Said with every resolver error: why a resolver that works in the handler can fail here.
+_RESOLVER_HINT = (
+    "Resolvers run once the response is sent, when objects tied to the request's database "
+    "session may no longer be readable: attach the caller's id or user object as the app "
+    "authenticates (request.state.user = user), or call apiusage.identify(...) there "
+    "(docs: identity.md)"
+)
 
 __all__ = ["UsageClient"]
 
@@ -113,7 +122,17 @@ class UsageClient:
 
         def resolver_failed(where: str, exc: BaseException) -> None:
             # Not a bound method: the worker holds this, and must not keep the client alive.
-            stats.error(where, exc, counter="resolver_errors")
+            if isinstance(exc, CallerNotRead):
+                stats.add("callers_unresolved")
+                stats.warn(
+                    f"reading a caller from {exc.seen}",
+                    "apiusage: the app attached a caller to a request, but %s. Requests like "
+                    "it are counted (callers_unresolved) and this is logged at most once a "
+                    "minute.",
+                    exc,
+                )
+            else:
+                stats.error(where, exc, counter="resolver_errors", hint=_RESOLVER_HINT)
 
         self._resolver_failed = resolver_failed
         self.resolver = ResolverChain(
@@ -125,6 +144,13 @@ class UsageClient:
             tuple(resolver.attribute for resolver in self.resolver.resolvers)  # type: ignore[attr-defined]
             if all(isinstance(resolver, StateResolver) for resolver in self.resolver.resolvers)
             else None
+        )
+        #: The request-state attributes that name the caller: adapters read them the
+        #: moment the app sets them (see :mod:`apiusage.attached`).
+        self.watched_attributes = frozenset(
+            resolver.attribute
+            for resolver in self.resolver.resolvers
+            if isinstance(resolver, StateResolver)
         )
         fallbacks: list[Resolver] = []
         if settings.caller_header:

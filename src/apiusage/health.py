@@ -46,6 +46,9 @@ class Stats:
     requests_ended_undelivered: int = 0
     internal_errors: int = 0
     resolver_errors: int = 0
+    #: Requests to which the app attached something that named no caller (see
+    #: :class:`apiusage.attached.CallerNotRead`): recorded anonymous.
+    callers_unresolved: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _last_logged: dict[str, float] = field(default_factory=dict, repr=False)
 
@@ -74,8 +77,16 @@ class Stats:
         )
         return values
 
-    def error(self, where: str, exc: BaseException, *, counter: str = "internal_errors") -> None:
-        """Count an error of ours (or of a user hook) and log it, rate-limited per place."""
+    def error(
+        self,
+        where: str,
+        exc: BaseException,
+        *,
+        counter: str = "internal_errors",
+        hint: str = "",
+    ) -> None:
+        """Count an error of ours (or of a user hook) and log it, rate-limited per place;
+        ``hint`` says how to fix it."""
         self.add(counter)
         now = time.monotonic()
         with self._lock:
@@ -84,11 +95,12 @@ class Stats:
                 return
             self._last_logged[where] = now
         logger.error(
-            "apiusage: %s failed (%s: %s); the request was not affected. "
+            "apiusage: %s failed (%s: %s); the request was not affected. %s"
             "Further errors here are counted and logged at most once a minute.",
             where,
             type(exc).__name__,
             exc,
+            f"{hint}. " if hint else "",
             exc_info=exc,
         )
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Union
 
+from apiusage.attached import identity_from_state
 from apiusage.caller import MAX_ID_LENGTH, Identity, as_identity
 from apiusage.detect.auth import AuthDetector
 from apiusage.request_view import RequestView
@@ -27,24 +28,12 @@ __all__ = [
     "from_api_key",
     "from_header",
     "from_state",
+    "identity_from_state",
 ]
 
 ResolverResult = Union["Identity", str, None]
 Resolver = Callable[[RequestView], ResolverResult | Awaitable[ResolverResult]]
 
-_ID_ATTRIBUTES = ("id", "pk", "user_id", "uuid", "username", "email")
-_ORGANISATION_ATTRIBUTES = (
-    "organisation_id",
-    "organization_id",
-    "org_id",
-    "company_id",
-    "team_id",
-    "tenant_id",
-    "account_id",
-    "organisation",
-    "organization",
-    "org",
-)
 _HASH_CACHE_SIZE = 4096
 
 
@@ -70,36 +59,6 @@ class KeyedHasher:
         return hashed
 
 
-def _attribute(obj: Any, names: Iterable[str]) -> Any:
-    for name in names:
-        value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-        if value is not None and value != "":
-            return value
-    return None
-
-
-def identity_from_object(obj: Any) -> Identity | None:
-    """Read an identity off a user-like object: ``id``/``pk`` and an organisation attribute."""
-    if obj is None:
-        return None
-    if isinstance(obj, Identity):
-        return obj
-    if isinstance(obj, (str, int)) and not isinstance(obj, bool):
-        return as_identity(obj)
-    if getattr(obj, "is_authenticated", True) is False:
-        return None
-    distinct_id = _attribute(obj, _ID_ATTRIBUTES)
-    if distinct_id is None:
-        return None
-    organisation = _attribute(obj, _ORGANISATION_ATTRIBUTES)
-    if organisation is not None and not isinstance(organisation, (str, int)):
-        organisation = _attribute(organisation, _ID_ATTRIBUTES)
-    return Identity(
-        str(distinct_id)[:MAX_ID_LENGTH],
-        organisation=str(organisation)[:MAX_ID_LENGTH] if organisation is not None else None,
-    )
-
-
 class StateResolver:
     """Resolver: the caller the app's auth attached to the request (see :func:`from_state`).
 
@@ -123,46 +82,11 @@ def from_state(attribute: str = "user") -> Resolver:
     """Resolver: the caller the app's auth attached to the request.
 
     Looks at ``request.state.<attribute>`` (or the adapter's equivalent, e.g. Flask ``g``),
-    then at Starlette's ``scope["user"]``. A value may be an :class:`Identity`, a string id,
-    or a user object/dict with ``id``/``pk`` and optionally ``organisation_id``/``org_id``.
-    Anonymous user objects (``is_authenticated`` false) give no identity.
+    then at Starlette's ``scope["user"]``. What may be attached is described in
+    :func:`apiusage.attached.read_caller`; under the adapters it is read the moment the
+    app attaches it, while the app's objects are alive.
     """
     return StateResolver(attribute)
-
-
-_MAPPING_LIKE: dict[type, bool] = {dict: True}
-
-
-def _reads_like_a_mapping(state_type: type) -> bool:
-    """Whether to read state with ``.get()`` (dicts, Flask's ``g``) rather than attributes.
-
-    Runs on every request: a missing attribute of Flask's ``g`` raises and catches two
-    exceptions in Python code, which measured as a third of the Flask adapter's cost.
-    """
-    known = _MAPPING_LIKE.get(state_type)
-    if known is None:
-        known = issubclass(state_type, Mapping) or (
-            callable(getattr(state_type, "get", None))
-            and callable(getattr(state_type, "__contains__", None))
-        )
-        if len(_MAPPING_LIKE) < 64:
-            _MAPPING_LIKE[state_type] = known
-    return known
-
-
-def identity_from_state(state: Any, scope: Any, attributes: Sequence[str]) -> Identity | None:
-    """What :func:`from_state` resolves: the first of ``attributes`` of the request state
-    that names a caller, else Starlette's ``scope["user"]``."""
-    if state:
-        is_mapping = _reads_like_a_mapping(type(state))
-        for attribute in attributes:
-            value = state.get(attribute) if is_mapping else getattr(state, attribute, None)
-            if value is not None:
-                found = identity_from_object(value)
-                if found is not None:
-                    return found
-    user = scope.get("user") if type(scope) is dict else None
-    return None if user is None else identity_from_object(user)
 
 
 def from_api_key(hasher: KeyedHasher, detector: AuthDetector | None = None) -> Resolver:

@@ -22,6 +22,7 @@ from asgiref.typing import (
 )
 
 from apiusage import lifetime
+from apiusage.attached import WatchedState
 from apiusage.client import UsageClient
 from apiusage.detect.routes import asgi_route_template
 from apiusage.identity import Resolver
@@ -92,6 +93,7 @@ class ASGIMiddleware:
         #: Named in events when the settings do not name it (framework adapters set it).
         self.framework = self.client.settings.framework
         self._finishing_guard = self.client.stats.guard("finishing a request")
+        self._watching = self.client.watched_attributes
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -121,6 +123,12 @@ class ASGIMiddleware:
             return
         record = recording.record
         notices = self.client.notices
+        # request.state writes to scope["state"]: watched, the caller is read as the app
+        # attaches it (see apiusage.attached), while its objects are alive.
+        state = scope.get("state")
+        watched = None
+        if self._watching and not isinstance(state, WatchedState):
+            watched = scope["state"] = WatchedState(state or (), self._watching)
 
         async def receive_recording() -> ASGIReceiveEvent:
             message = await receive()
@@ -153,6 +161,8 @@ class ASGIMiddleware:
             recording.failed(exc, _CLIENT_GONE if record.client_disconnected else 500)
             raise
         finally:
+            if watched is not None and type(state) is dict:
+                state.update(watched)  # for a middleware outside that holds the first dict
             with self._finishing_guard:
                 pending = recording.finish()
                 if pending is not None:
