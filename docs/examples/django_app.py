@@ -2,9 +2,9 @@
 
 Callers authenticate with an ``X-API-Key`` header: ``api_key_middleware`` sets
 ``request.user``, where apiusage finds the caller (its ``id``) and organisation (its
-``organisation_id``). ``/v1/me`` is a Django REST Framework view with token and session
-authentication: apiusage records DRF's authenticator as the auth method and DRF's user as
-the caller.
+``organisation_id``). ``/v1/me`` is a Django REST Framework view with token, session and
+basic authentication: apiusage records DRF's authenticator as the auth method and DRF's
+user as the caller (a login DRF refused names no caller).
 
 The settings are configured here unless Django is already configured; the database is an
 in-memory SQLite one, created at import by ``prepare_database()``. Run it with::
@@ -87,7 +87,11 @@ from django.test import override_settings  # noqa: E402
 from django.urls import include, path  # noqa: E402
 from django.utils.decorators import sync_and_async_middleware  # noqa: E402
 from django.views.decorators.http import require_GET, require_POST  # noqa: E402
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication  # noqa: E402
+from rest_framework.authentication import (  # noqa: E402
+    BasicAuthentication,
+    SessionAuthentication,
+    TokenAuthentication,
+)
 from rest_framework.permissions import IsAuthenticated  # noqa: E402
 from rest_framework.request import Request  # noqa: E402
 from rest_framework.response import Response  # noqa: E402
@@ -205,9 +209,10 @@ def health(request: HttpRequest) -> HttpResponse:
 
 
 class Me(APIView):
-    """The Django user behind a DRF token (``Authorization: Token …``) or a session."""
+    """The Django user behind a DRF token (``Authorization: Token …``), a session or a
+    user name and password (``Authorization: Basic …``)."""
 
-    authentication_classes = (TokenAuthentication, SessionAuthentication)
+    authentication_classes = (TokenAuthentication, SessionAuthentication, BasicAuthentication)
     permission_classes = (IsAuthenticated,)
 
     def get(self, request: Request) -> Response:

@@ -6,6 +6,7 @@ tests change them with ``override_settings``.
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Iterator
 from types import ModuleType
@@ -148,6 +149,35 @@ def test_drf_session_authentication(driver: DjangoDriver) -> None:
     (event,) = driver.events()
     assert event.properties["auth_method"] == "session"
     assert event.distinct_id == str(user.pk)
+
+
+def test_drf_basic_login_refused_names_no_caller(driver: DjangoDriver) -> None:
+    """A wrong password for a real user, and an unknown user: DRF answers 401, and
+    neither becomes a caller (no keyed hash of the user name); the right one does."""
+    from django.contrib.auth.models import User
+
+    user = User.objects.create_user(f"alice_{secrets.token_hex(4)}", password="right")
+
+    def basic(password: str, name: str = user.username) -> dict[str, str]:
+        encoded = base64.b64encode(f"{name}:{password}".encode()).decode()
+        return {"authorization": f"Basic {encoded}"}
+
+    statuses = [
+        driver.request("GET", "/v1/me", headers=basic("wrong")).status,
+        driver.request("GET", "/v1/me", headers=basic("x", name="nobody")).status,
+        driver.request("GET", "/v1/me", headers=basic("right")).status,
+    ]
+
+    assert statuses == [401, 401, 200]
+    refused_1, refused_2, accepted = driver.events()
+    for refused in (refused_1, refused_2):
+        assert refused.personless
+        assert refused.distinct_id == refused.uuid
+        assert refused.properties["auth_failed"] is True
+        assert refused.properties["auth_method"] == "basic"
+    assert accepted.distinct_id == str(user.pk)
+    assert accepted.properties["auth_failed"] is False
+    assert accepted.properties["auth_method"] == "basic"
 
 
 def test_session_user_read_lazily_after_the_response(driver: DjangoDriver) -> None:
