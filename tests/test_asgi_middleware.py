@@ -572,6 +572,11 @@ async def test_double_instrumentation_records_once(make_client: MakeClient) -> N
         ({}, ["/health", "/health/", "/metrics"], ["/internal/status", "/things"]),
         (
             {"exclude_paths": ["/internal/", "/things"]},
+            ["/internal/status", "/things", "/health"],  # names still apply
+            ["/metrics"],
+        ),
+        (
+            {"exclude_paths": ["/internal/", "/things"], "exclude_path_names": []},
             ["/internal/status", "/things"],
             ["/health", "/metrics"],
         ),

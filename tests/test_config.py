@@ -37,7 +37,9 @@ def test_defaults() -> None:
     assert settings.sample_rate == 1.0
     assert settings.flush_interval == 1.0
     assert settings.exclude_paths == DEFAULT_EXCLUDED_PATHS
-    assert {"/health", "/metrics"} <= set(settings.exclude_paths)
+    assert {"/ping", "/metrics"} <= set(settings.exclude_paths)
+    assert {"health", "healthz", "health-check", "openapi.json"} <= set(settings.exclude_path_names)
+    assert settings.exclude_framework_paths is True
     assert settings.enabled is True
 
 
@@ -265,7 +267,9 @@ def test_settings_reach_the_detectors_and_client(clients: list[UsageClient]) -> 
     assert client.is_excluded("/internal/anything")
     assert client.is_excluded("/status")
     assert client.is_excluded("/status/")
-    assert not client.is_excluded("/health")
+    assert client.is_excluded("/health")  # a health-check name, under any prefix
+    assert client.is_excluded("/api/v1/utils/health-check/")
+    assert not client.is_excluded("/api/v1/healthy")
     assert not client.is_excluded("/statuses")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -11,7 +12,7 @@ from django.utils.module_loading import import_string
 from apiusage import ConfigurationError, Resolver, UsageClient, load_settings, use_client
 from django_apiusage.routes import django_routes
 
-__all__ = ["client", "read_config"]
+__all__ = ["client", "django_served_paths", "read_config"]
 
 # Entries that name objects (or their dotted import paths) rather than settings values.
 _OBJECT_ENTRIES = {"IDENTIFY": "identify", "SINK": "sink", "POSTHOG_CLIENT": "posthog_client"}
@@ -66,4 +67,19 @@ def client() -> UsageClient:
     options, objects = read_config()
     usage = use_client(**objects, **options)
     usage.add_route_source(django_routes, name="django-urlconf")
+    usage.exclude_framework_paths(django_served_paths)
     return usage
+
+
+def django_served_paths() -> list[str]:
+    """``STATIC_URL`` and ``MEDIA_URL`` when this site serves them (not another host)."""
+    paths = []
+    for name in ("STATIC_URL", "MEDIA_URL"):
+        url = getattr(settings, name, None)
+        if not url:
+            continue
+        parsed = urlsplit(str(url))
+        path = "/" + parsed.path.strip("/")
+        if not parsed.netloc and path != "/":
+            paths.append(path + "/")
+    return paths

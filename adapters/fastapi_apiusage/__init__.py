@@ -13,7 +13,7 @@ from typing import Any
 
 from apiusage import Route
 from starlette_apiusage import ApiUsage as _StarletteApiUsage
-from starlette_apiusage.routes import fastapi_routes
+from starlette_apiusage.routes import fastapi_routes, fastapi_served_paths
 
 __all__ = ["ApiUsage"]
 
@@ -27,3 +27,4 @@ class ApiUsage(_StarletteApiUsage):
 
     framework = "fastapi"
     list_routes: Callable[[Any], Iterable[Route]] = staticmethod(fastapi_routes)
+    served_paths: Callable[[Any], Iterable[str]] = staticmethod(fastapi_served_paths)

@@ -27,7 +27,7 @@ from apiusage import (
 from apiusage.attached import watching_class
 from apiusage.inventory import is_marked_deprecated, routes_for_methods, routes_of_live_app
 
-__all__ = ["ApiUsage", "flask_login_user", "flask_routes"]
+__all__ = ["ApiUsage", "flask_login_user", "flask_routes", "flask_served_paths"]
 
 _CONFIG_PREFIX = "APIUSAGE_"
 
@@ -73,6 +73,15 @@ def flask_routes(app: Flask) -> list[Route]:
         )
         routes.extend(routes_for_methods(rule.methods, rule.rule, deprecated=deprecated))
     return routes
+
+
+def flask_served_paths(app: Flask) -> list[str]:
+    """Where the app and its blueprints serve static files (``static_url_path``)."""
+    return [
+        rule.rule.partition("<")[0]
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint == "static" or rule.endpoint.endswith(".static")
+    ]
 
 
 def _record_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
@@ -166,4 +175,5 @@ class ApiUsage:
 
         got_request_exception.connect(_record_exception, app)
         client.add_route_source(routes_of_live_app(app, flask_routes))
+        client.exclude_framework_paths(routes_of_live_app(app, flask_served_paths))
         app.teardown_request(finish_in_request_context)

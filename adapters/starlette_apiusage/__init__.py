@@ -12,7 +12,7 @@ from typing import Any
 
 from apiusage import ASGIMiddleware, Resolver, Sink, UsageClient, use_client
 from apiusage.inventory import Route, routes_of_live_app
-from starlette_apiusage.routes import starlette_routes
+from starlette_apiusage.routes import starlette_routes, starlette_served_paths
 
 __all__ = ["ApiUsage"]
 
@@ -28,6 +28,8 @@ class ApiUsage:
     framework = "starlette"
     #: Lists the app's routes for the route inventory.
     list_routes: Callable[[Any], Iterable[Route]] = staticmethod(starlette_routes)
+    #: Lists what the framework serves itself (static files, API docs): not recorded.
+    served_paths: Callable[[Any], Iterable[str]] = staticmethod(starlette_served_paths)
 
     def __init__(
         self,
@@ -62,3 +64,4 @@ class ApiUsage:
         app.build_middleware_stack = build_middleware_stack_with_apiusage
         app._apiusage = self
         self.client.add_route_source(routes_of_live_app(app, type(self).list_routes))
+        self.client.exclude_framework_paths(routes_of_live_app(app, type(self).served_paths))

@@ -12,7 +12,7 @@ from typing import Any
 
 from apiusage.inventory import Route, is_marked_deprecated, routes_for_methods
 
-__all__ = ["fastapi_routes", "starlette_routes"]
+__all__ = ["fastapi_routes", "fastapi_served_paths", "starlette_routes", "starlette_served_paths"]
 
 
 def starlette_routes(app: Any) -> list[Route]:
@@ -85,3 +85,41 @@ def _walk_fastapi(routes: Iterable[Any], prefix: str, *, deprecated: bool) -> It
             if deprecated and not found.deprecated:
                 found = Route(found.route, found.method, found.template, True, found.operation_id)
             yield found
+
+
+def starlette_served_paths(app: Any) -> list[str]:
+    """Prefixes of the app's ``StaticFiles`` mounts (into mounts): files, not API calls."""
+    from starlette.staticfiles import StaticFiles
+
+    return list(_static_mounts(_routes_of(app), "", StaticFiles))
+
+
+def _static_mounts(routes: Iterable[Any], prefix: str, static: type) -> Iterator[str]:
+    for route in routes:
+        path = getattr(route, "path", None)
+        if not isinstance(path, str) or getattr(route, "endpoint", None) is not None:
+            continue  # a route, a Host (no path of its own) …
+        here = prefix + path.rstrip("/")
+        if isinstance(getattr(route, "app", None), static):
+            yield here + "/"
+        else:
+            yield from _static_mounts(getattr(route, "routes", None) or (), here, static)
+
+
+def fastapi_served_paths(app: Any) -> list[str]:
+    """FastAPI's schema and docs (``openapi_url``, ``docs_url``, ``redoc_url`` and the
+    Swagger UI's OAuth2 redirect, at whatever prefix the app puts them) and its static
+    files."""
+    paths = [
+        url
+        for url in (
+            getattr(app, "openapi_url", None),
+            getattr(app, "docs_url", None),
+            getattr(app, "redoc_url", None),
+            getattr(app, "swagger_ui_oauth2_redirect_url", None)
+            if getattr(app, "docs_url", None)
+            else None,
+        )
+        if isinstance(url, str) and url
+    ]
+    return [*paths, *starlette_served_paths(app)]

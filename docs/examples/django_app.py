@@ -74,6 +74,7 @@ if not settings.configured:
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
         REST_FRAMEWORK={"DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]},
         USE_TZ=True,
+        STATIC_URL="static/",
         APIUSAGE=APIUSAGE,
     )
     django.setup()

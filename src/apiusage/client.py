@@ -13,7 +13,7 @@ import functools
 import inspect
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -196,11 +196,13 @@ class UsageClient:
         self.pipeline.behind = lambda: delivery.behind
         #: True when each request delivers its own events before it ends.
         self.delivers_at_end_of_request = _delivers_at_end_of_request(settings.delivery)
-        exact = {
-            path.rstrip("/") or "/" for path in settings.exclude_paths if not path.endswith("/")
-        }
-        self._excluded_exact = frozenset(exact)
-        self._excluded_prefixes = tuple(p for p in settings.exclude_paths if p.endswith("/"))
+        self._excluded_exact: frozenset[str] = frozenset()
+        self._excluded_prefixes: tuple[str, ...] = ()
+        self._exclude(settings.exclude_paths)
+        self._excluded_names = frozenset(settings.exclude_path_names)
+        #: Paths the framework serves itself, read at the first request (see
+        #: :meth:`exclude_framework_paths`).
+        self._framework_paths: list[Callable[[], Iterable[str]]] = []
         read_headers = _read_headers(settings)
         self._environ_keys = _environ_keys(read_headers)
         self._header_names = frozenset(name.encode("latin-1") for name in read_headers)
@@ -219,12 +221,38 @@ class UsageClient:
             catch_signals=settings.catch_signals,
         )
 
+    # ------------------------------------------------------------- exclusions
+    def _exclude(self, paths: Iterable[str]) -> None:
+        exact = {path.rstrip("/") or "/" for path in paths if not path.endswith("/")}
+        prefixes = [path for path in paths if path.endswith("/")]
+        self._excluded_exact = self._excluded_exact | exact
+        self._excluded_prefixes = tuple(dict.fromkeys([*self._excluded_prefixes, *prefixes]))
+
+    def exclude_framework_paths(self, source: Callable[[], Iterable[str]]) -> None:
+        """Leave out what the framework serves itself (API docs, schemas, static files).
+
+        ``source`` lists the paths (exact, or prefixes ending in ``/``); adapters call
+        this. It is read at the first request, when the app's routes are complete, and
+        not at all when the ``exclude_framework_paths`` setting is off.
+        """
+        if self.settings.exclude_framework_paths and source not in self._framework_paths:
+            self._framework_paths.append(source)
+
+    def _read_framework_paths(self) -> None:
+        sources, self._framework_paths = self._framework_paths, []
+        for source in sources:
+            with self.stats.guard("reading the paths the framework serves"):
+                self._exclude([path for path in source() if path.startswith("/")])
+
     # ------------------------------------------------------------- request path
     def is_excluded(self, path: str) -> bool:
         """True for paths that are never recorded (health checks, docs, metrics …)."""
+        if self._framework_paths:
+            self._read_framework_paths()
+        trimmed = (path.rstrip("/") or "/") if path.endswith("/") else path
         return (
-            path in self._excluded_exact
-            or (path.endswith("/") and path.rstrip("/") in self._excluded_exact)
+            trimmed in self._excluded_exact
+            or trimmed[trimmed.rfind("/") + 1 :] in self._excluded_names
             or (bool(self._excluded_prefixes) and path.startswith(self._excluded_prefixes))
         )
 

@@ -17,17 +17,20 @@ __all__ = ["ConfigurationError", "Settings", "load_settings"]
 
 VersionSource = Literal["path", "header", "media_type", "query"]
 
-DEFAULT_EXCLUDED_PATHS = (
-    "/health",
-    "/healthz",
-    "/livez",
-    "/readyz",
-    "/ping",
-    "/metrics",
-    "/docs",
-    "/redoc",
-    "/openapi.json",
-    "/favicon.ico",
+DEFAULT_EXCLUDED_PATHS = ("/ping", "/metrics", "/docs", "/redoc")
+#: Last path segments never recorded, under any prefix (``/api/v1/utils/health-check/``).
+DEFAULT_EXCLUDED_NAMES = (
+    "health",
+    "healthz",
+    "healthcheck",
+    "health-check",
+    "health_check",
+    "livez",
+    "readyz",
+    "openapi.json",
+    "openapi.yaml",
+    "swagger.json",
+    "favicon.ico",
 )
 
 
@@ -115,6 +118,17 @@ class Settings(BaseSettings):
     exclude_paths: tuple[str, ...] = Field(
         default=DEFAULT_EXCLUDED_PATHS,
         description="Paths (exact, or prefixes ending in '/') that are never recorded.",
+    )
+    exclude_path_names: tuple[str, ...] = Field(
+        default=DEFAULT_EXCLUDED_NAMES,
+        description="Last path segments (health checks, API schemas) never recorded, "
+        "under any prefix.",
+    )
+    exclude_framework_paths: bool = Field(
+        default=True,
+        description="Also leave out what the framework serves itself: FastAPI's "
+        "openapi_url, docs_url and redoc_url, static files (Starlette and FastAPI "
+        "StaticFiles mounts, Flask's static_url_path, Django's STATIC_URL and MEDIA_URL).",
     )
     sample_rate: float = Field(
         default=1.0, ge=0.0, le=1.0, description="Share of requests recorded."
@@ -264,6 +278,14 @@ class Settings(BaseSettings):
         for path in value:
             if not path.startswith("/"):
                 raise ValueError(f"every path must start with '/': {path!r}")
+        return value
+
+    @field_validator("exclude_path_names")
+    @classmethod
+    def _names_are_one_segment(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not name or "/" in name:
+                raise ValueError(f"a name is one path segment, without '/': {name!r}")
         return value
 
     @field_validator("deprecation_dates", "sunset_dates")

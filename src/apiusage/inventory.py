@@ -54,6 +54,7 @@ _MARKER = "__apiusage_deprecated__"
 _NAMESPACE = uuid.UUID("6f0c5a52-54d9-4b7e-9c2f-6b3f3c2d9a10")
 
 Function = TypeVar("Function", bound=Callable[..., Any])
+_Listed = TypeVar("_Listed")
 
 
 def deprecated(view: Function) -> Function:
@@ -121,10 +122,13 @@ def routes_for_methods(methods: Iterable[str] | None, template: str, **details: 
     return [Route.of(method, template, **details) for method in named or [ANY_METHOD]]
 
 
-def routes_of_live_app(app: Any, list_routes: Callable[[Any], Iterable[Route]]) -> RouteSource:
+def routes_of_live_app(
+    app: Any, list_routes: Callable[[Any], Iterable[_Listed]]
+) -> Callable[[], Iterable[_Listed]]:
     """A route source that holds ``app`` weakly: a client shared by several apps (or
     outliving one) must not keep a dropped app alive. A dropped app has no routes. (An
-    app that cannot be referenced weakly, with ``__slots__``, is held as it is.)"""
+    app that cannot be referenced weakly, with ``__slots__``, is held as it is.) Also
+    for what else is read from an app later, such as the paths it serves itself."""
     try:
         reference: Callable[[], Any] = weakref.ref(app)
     except TypeError:
@@ -132,7 +136,7 @@ def routes_of_live_app(app: Any, list_routes: Callable[[Any], Iterable[Route]]) 
         def reference() -> Any:
             return app
 
-    def source() -> Iterable[Route]:
+    def source() -> Iterable[_Listed]:
         live = reference()
         return () if live is None else list_routes(live)
 

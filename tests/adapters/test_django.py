@@ -386,3 +386,17 @@ def test_async_and_sync_resolvers_each_run_once_and_are_awaited(
         assert client.stats.snapshot()["internal_errors"] == 0
     finally:
         client.close(timeout=5)
+
+
+def test_static_and_media_urls_are_not_recorded(driver: DjangoDriver) -> None:
+    from django_apiusage.conf import django_served_paths
+
+    with override_settings(STATIC_URL="static/", MEDIA_URL="/uploads"):
+        assert django_served_paths() == ["/static/", "/uploads/"]
+    with override_settings(STATIC_URL="https://cdn.example.com/static/", MEDIA_URL=""):
+        assert django_served_paths() == []  # served by another host
+
+    # The example project has STATIC_URL = "static/", as startproject writes it.
+    driver.request("GET", "/static/app.css")
+    driver.request("GET", "/v1/items/1", headers=ALICE)
+    assert [event.properties["route"] for event in driver.events()] == ["/v1/items/{item_id}"]

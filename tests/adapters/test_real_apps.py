@@ -39,12 +39,12 @@ from tests.adapters.drivers import IDENTITY_SECRET
 SECRET = "jwt-secret-for-tests-only-0123456789"
 
 
-def serve(app: Any, *requests: tuple[str, str, dict[str, str]]) -> list[int]:
+def serve(app: Any, *requests: tuple[str, str, dict[str, str]], root_path: str = "") -> list[int]:
     """Each request through the ASGI app in turn (the app runs to its end before the
     next): their statuses."""
 
     async def send_all() -> list[int]:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, root_path=root_path)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             return [
                 (await http.request(method, path, headers=headers)).status_code
@@ -339,3 +339,111 @@ def test_flaskr_g_user_sqlite_row_names_the_caller(tmp_path: Path) -> None:
     # Anonymous before logging in; the login request itself ran before the session existed.
     assert callers == [None, None, None, *["1", "2"] * 3]
     assert client.stats.snapshot()["callers_unresolved"] == 0
+
+
+# ------------------------------------------------------------------- what is not API traffic
+def test_fastapi_prefixed_docs_health_checks_and_static_files_are_not_recorded(
+    tmp_path: Path,
+) -> None:
+    from fastapi.staticfiles import StaticFiles
+
+    (tmp_path / "logo.txt").write_text("logo")
+    sink = MemorySink()
+    app = FastAPI(
+        openapi_url="/api/v1/openapi.json", docs_url="/api/v1/docs", redoc_url="/api/v1/redoc"
+    )
+
+    @app.get("/api/v1/utils/health-check/")
+    def health_check() -> bool:
+        return True
+
+    @app.get("/api/v1/items")
+    def items() -> list[int]:
+        return [1]
+
+    @app.get("/api/v1/healthy-items")  # only whole segments are names
+    def healthy_items() -> list[int]:
+        return [2]
+
+    FastApiUsage(app, sink=sink, identity_secret=IDENTITY_SECRET)
+    app.mount("/assets", StaticFiles(directory=tmp_path))  # after ApiUsage(app): still known
+    paths = [
+        "/api/v1/openapi.json",
+        "/api/v1/docs",
+        "/docs/oauth2-redirect",  # FastAPI's default, not under docs_url
+        "/api/v1/redoc",
+        "/api/v1/utils/health-check/",
+        "/assets/logo.txt",
+        "/api/v1/livez",  # no such route: a 404, but not API traffic either
+        "/api/v1/items",
+        "/api/v1/healthy-items",
+    ]
+    statuses = serve(app, *[("GET", path, {}) for path in paths])
+    assert statuses == [200] * 6 + [404, 200, 200]
+    assert app._apiusage.client.flush(10)
+    recorded = [event.properties["route"] for event in sink.named("api_request")]
+    assert recorded == ["/api/v1/items", "/api/v1/healthy-items"]
+    # Nor are they in the route inventory.
+    (inventory,) = sink.named("api_route_inventory")
+    listed = {route["route"] for route in inventory.properties["routes"]}
+    assert listed == {"/api/v1/items", "/api/v1/healthy-items"}
+
+
+def test_framework_paths_are_recorded_when_the_setting_is_off() -> None:
+    sink = MemorySink()
+    app = FastAPI(openapi_url="/api/v1/openapi.json")
+    FastApiUsage(
+        app,
+        sink=sink,
+        identity_secret=IDENTITY_SECRET,
+        exclude_framework_paths=False,
+        exclude_path_names=[],
+    )
+    assert serve(app, ("GET", "/api/v1/openapi.json", {})) == [200]
+    assert app._apiusage.client.flush(10)
+    assert [e.properties["route"] for e in sink.named("api_request")] == ["/api/v1/openapi.json"]
+
+
+def test_exclusions_are_paths_of_the_app_under_a_root_path() -> None:
+    sink = MemorySink()
+    app = FastAPI()  # served at /gateway: the server's root path
+
+    @app.get("/items")
+    def items() -> list[int]:
+        return [1]
+
+    FastApiUsage(app, sink=sink, identity_secret=IDENTITY_SECRET)
+    requests = [("GET", "/gateway/docs", {}), ("GET", "/gateway/items", {})]
+    assert serve(app, *requests, root_path="/gateway") == [200, 200]
+    assert app._apiusage.client.flush(10)
+    assert [e.properties["route"] for e in sink.named("api_request")] == ["/items"]
+
+
+def test_flask_static_files_are_not_recorded(tmp_path: Path) -> None:
+    from flask import Blueprint
+
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "app.css").write_text("body {}")
+    (tmp_path / "admin").mkdir()
+    (tmp_path / "admin" / "admin.js").write_text("1")
+    sink = MemorySink()
+    app = Flask(__name__, static_folder=tmp_path / "static")
+    FlaskApiUsage(app, sink=sink, identity_secret=IDENTITY_SECRET)
+    admin = Blueprint(
+        "admin",
+        __name__,
+        static_folder=tmp_path / "admin",
+        static_url_path="/static",
+        url_prefix="/admin",
+    )
+    app.register_blueprint(admin)  # after init_app: still known
+
+    @app.get("/v1/items")
+    def items() -> list[int]:
+        return [1]
+
+    http = Client(app)
+    paths = ["/static/app.css", "/admin/static/admin.js", "/v1/items", "/v1/healthz"]
+    assert [http.get(path, buffered=True).status_code for path in paths] == [200, 200, 200, 404]
+    assert FlaskApiUsage.client_for(app).flush(10)
+    assert [e.properties["route"] for e in sink.named("api_request")] == ["/v1/items"]

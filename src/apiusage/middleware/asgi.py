@@ -104,15 +104,18 @@ class ASGIMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
+        path = scope["path"]
+        root_path = scope.get("root_path", "")
         recording = self.client.begin(
             "asgi",
             scope["method"],
-            scope["path"],
+            path,
             scope.get("query_string", b""),
             scope.get("headers", ()),
             scope,
-            scope.get("root_path", ""),
-            None,
+            root_path,
+            # Exclusions are paths of the app: without the prefix it is mounted under.
+            path[len(root_path) :] if root_path and path.startswith(root_path + "/") else None,
             self.framework,
         )
         if not recording.measures:  # recorded by an outer apiusage, or not recorded
