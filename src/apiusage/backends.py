@@ -9,9 +9,11 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from apiusage.config import ConfigurationError, Settings
 from apiusage.health import Stats, logger
+from apiusage.private_paths import owned_privately, private_directory
 from apiusage.sinks.base import Sink
 from apiusage.sinks.discard import DiscardSink
 from apiusage.sinks.posthog import PostHogSink
@@ -44,6 +46,7 @@ def default_sink(settings: Settings, posthog_client: Any, stats: Stats) -> Sink:
     if settings.uses_posthog:
         assert settings.posthog_api_key is not None
         logger.info("apiusage: sending events to PostHog at %s", settings.posthog_host)
+        _warn_if_in_clear(settings.posthog_host)
         return PostHogSink(
             settings.posthog_api_key.get_secret_value(),
             settings.posthog_host,
@@ -68,6 +71,17 @@ def default_sink(settings: Settings, posthog_client: Any, stats: Stats) -> Sink:
     return sink
 
 
+def _warn_if_in_clear(host: str) -> None:
+    """``http://`` to another machine sends the project key and every event unencrypted."""
+    hostname = urlsplit(host).hostname or ""
+    if host.startswith("http://") and hostname not in ("localhost", "127.0.0.1", "::1"):
+        logger.warning(
+            "apiusage: posthog_host %s is plain http: the project key and every event cross "
+            "the network unencrypted. Use https://.",
+            host,
+        )
+
+
 def identity_secret(settings: Settings, posthog_client: Any) -> bytes:
     """The key of API-key identities: the setting, else derived from the PostHog key,
     else a random secret kept beside the local store."""
@@ -90,7 +104,7 @@ def identity_secret(settings: Settings, posthog_client: Any) -> bytes:
 def _local_secret(path: Path) -> bytes:
     """A random secret kept beside the local store, created once and shared by all workers."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(path.parent)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         for _ in range(50):  # another process may be writing it right now
@@ -118,8 +132,16 @@ def spool_for(settings: Settings, api_key: str) -> Spool | None:
     if settings.spool != "auto":
         return Spool(Path(settings.spool).expanduser(), max_bytes=settings.spool_max_bytes)
     project = hashlib.sha256(f"{settings.posthog_host}\n{api_key}".encode()).hexdigest()[:16]
-    path = _spool_directory() / f"spool-{project}.sqlite3"
-    return Spool(path, max_bytes=settings.spool_max_bytes)
+    directory = _spool_directory()
+    if not owned_privately(directory):
+        logger.warning(
+            "apiusage: the spool is off: %s belongs to another user or others may write "
+            "to it, so events kept there could be read or forged. Set APIUSAGE_SPOOL to a "
+            "path of your own.",
+            directory,
+        )
+        return None
+    return Spool(directory / f"spool-{project}.sqlite3", max_bytes=settings.spool_max_bytes)
 
 
 def _spool_directory() -> Path:

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from apiusage import __version__
-from apiusage.caller import Identity
+from apiusage.caller import REFUSED_STATUSES, Identity
 from apiusage.detect.auth import AuthDetector
 from apiusage.detect.routes import openapi_template
 from apiusage.detect.user_agent import parse_client_library
@@ -71,8 +71,6 @@ def _fingerprint(properties: Mapping[str, Any]) -> int:
 
 
 _STATUS_CLASSES = {digit: f"{digit}xx" for digit in range(1, 6)}
-#: Statuses that say the app refused the request's credentials.
-REFUSED_STATUSES = frozenset({401, 403})
 
 
 def _openapi(template: Any) -> str | None:

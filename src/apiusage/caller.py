@@ -10,10 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MAX_ID_LENGTH", "Identity", "as_identity"]
+__all__ = ["MAX_ID_LENGTH", "REFUSED_STATUSES", "Identity", "as_identity"]
 
 #: Distinct ids and organisation ids longer than this are cut (PostHog keys stay short).
 MAX_ID_LENGTH = 200
+#: Responses that refused the caller's credential: it names no caller (a wrong password
+#: or a random token would otherwise become a phantom one).
+REFUSED_STATUSES = frozenset({401, 403})
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,11 @@ class Identity:
     def __post_init__(self) -> None:
         if not isinstance(self.distinct_id, str) or not self.distinct_id:
             raise ValueError("Identity.distinct_id must be a non-empty string")
+        if len(self.distinct_id) > MAX_ID_LENGTH:
+            object.__setattr__(self, "distinct_id", self.distinct_id[:MAX_ID_LENGTH])
+        organisation = self.organisation
+        if organisation is not None and len(organisation) > MAX_ID_LENGTH:
+            object.__setattr__(self, "organisation", organisation[:MAX_ID_LENGTH])
 
 
 def as_identity(result: object) -> Identity | None:

@@ -155,8 +155,9 @@ class UsageClient:
         fallbacks: list[Resolver] = []
         if settings.caller_header:
             fallbacks.append(from_header(settings.caller_header))
-        hasher = KeyedHasher(identity_secret(self.settings, posthog_client))
-        fallbacks.append(from_api_key(hasher, self.auth_detector))
+        if settings.credential_callers:
+            hasher = KeyedHasher(identity_secret(self.settings, posthog_client))
+            fallbacks.append(from_api_key(hasher, self.auth_detector))
         self.fallback_resolver = ResolverChain(fallbacks, on_error=resolver_failed)
         self.builder = EventBuilder(
             event_name=settings.event_name,

@@ -195,6 +195,13 @@ class Settings(BaseSettings):
     caller_header: str | None = Field(
         default=None, description="Header naming the caller, for the built-in header resolver."
     )
+    credential_callers: bool = Field(
+        default=True,
+        description=(
+            "Name a caller the app did not name by a keyed hash of its API key, opaque "
+            "bearer token or basic-auth user name. Off: such requests are anonymous."
+        ),
+    )
     state_attribute: str = Field(
         default="user",
         description="Attribute of request.state / scope['state'] holding the caller.",

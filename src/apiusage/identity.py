@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Union
 
 from apiusage.attached import identity_from_state
-from apiusage.caller import MAX_ID_LENGTH, Identity, as_identity
+from apiusage.caller import MAX_ID_LENGTH, REFUSED_STATUSES, Identity, as_identity
 from apiusage.detect.auth import AuthDetector
 from apiusage.request_view import RequestView
 
@@ -94,7 +94,8 @@ def from_api_key(hasher: KeyedHasher, detector: AuthDetector | None = None) -> R
 
     The credential never leaves the process; the identity is ``key_<hmac>``, the same for
     the same key across restarts and processes that share the identity secret. JWTs are
-    skipped: they rotate, so their hash would not be a stable identity.
+    skipped: they rotate, so their hash would not be a stable identity. A credential the
+    app refused (a 401 or 403 response) names no caller.
     """
 
     find = (detector or AuthDetector()).credential
@@ -103,6 +104,8 @@ def from_api_key(hasher: KeyedHasher, detector: AuthDetector | None = None) -> R
     known: dict[str, Identity] = {}
 
     def resolve_from_api_key(view: RequestView) -> Identity | None:
+        if view.status in REFUSED_STATUSES:
+            return None  # a credential the app refused names no caller
         credential = find(view)
         if not credential:
             return None
@@ -123,6 +126,8 @@ def from_header(name: str, organisation_header: str | None = None) -> Resolver:
     organisation_header = organisation_header.lower() if organisation_header else None
 
     def resolve_from_header(view: RequestView) -> Identity | None:
+        if view.status in REFUSED_STATUSES:
+            return None  # the app refused the request: its header names no caller
         value = view.header(name)
         if not value:
             return None

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from apiusage.builder import REFUSED_STATUSES, Built, Detected, EventBuilder
+from apiusage.builder import Built, Detected, EventBuilder
+from apiusage.caller import REFUSED_STATUSES
 from apiusage.health import Stats
 from apiusage.identity import Identity, ResolverChain
 from apiusage.inventory import InventoryRequest

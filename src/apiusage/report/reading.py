@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from apiusage.builder import REFUSED_STATUSES
+from apiusage.caller import REFUSED_STATUSES
 from apiusage.inventory import INVENTORY_EVENT, parse_route_entry
 from apiusage.notices import parse_date
 from apiusage.report.adoption import version_adoption

@@ -141,4 +141,15 @@ CSV_TABLES: dict[str, Callable[[UsageSummary], Iterable[list[Any]]]] = {
 def write_csv(summary: UsageSummary, table: str, out: IO[str]) -> None:
     """Write one table (a name of :data:`CSV_TABLES`) with a header row."""
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerows(CSV_TABLES[table](summary))
+    writer.writerows([_inert(cell) for cell in row] for row in CSV_TABLES[table](summary))
+
+
+def _inert(cell: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (``=HYPERLINK(…)`` sent as a
+    caller id) starts with ``'``, as OWASP advises; numbers are left as they are."""
+    if isinstance(cell, str) and cell[:1] in _FORMULA_STARTS:
+        return "'" + cell
+    return cell
+
+
+_FORMULA_STARTS = frozenset("=+-@\t\r")

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from apiusage.events import Event, SharedProperties
+from apiusage.private_paths import private_database
 
 __all__ = [
     "COLUMN_PROPERTIES",
@@ -497,7 +498,7 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
             connect(path).close()  # migrate, then read
             return connect(path, readonly=True)
         return connection
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_database(path)
     connection = sqlite3.connect(
         path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
     )

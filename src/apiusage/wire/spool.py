@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from apiusage.private_paths import private_database
 from apiusage.wire.encoding import EncodedEvent
 
 __all__ = ["Spool"]
@@ -187,7 +188,7 @@ class Spool:
     # ------------------------------------------------------------------ plumbing
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_database(self.path)
             connection = sqlite3.connect(
                 self.path,
                 timeout=_BUSY_TIMEOUT_MS / 1000,
