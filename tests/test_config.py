@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from werkzeug.test import Client
 
 import apiusage
 from apiusage import ASGIMiddleware, ConfigurationError, Settings, UsageClient, WSGIMiddleware
@@ -207,6 +208,11 @@ def test_middleware_takes_a_client_or_settings_not_both(
         ASGIMiddleware(starlette_app(), client=client, sample_rate=0.5)
 
 
+def _hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [])
+    return [b"."]
+
+
 def test_no_key_uses_the_local_store_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, clients: list[UsageClient]
 ) -> None:
@@ -217,6 +223,10 @@ def test_no_key_uses_the_local_store_and_says_so(
     store = tmp_path / ".apiusage" / "events.sqlite3"
     assert client.sink.path.resolve() == store
     assert store.exists()
+    # Said when the first events are written (not by a process that records nothing).
+    assert not [r for r in caplog.records if "POSTHOG_API_KEY" in r.getMessage()]
+    Client(apiusage.WSGIMiddleware(_hello, client=client)).get("/v1/items", buffered=True)
+    assert client.flush(10)
     [message] = [r.getMessage() for r in caplog.records if "POSTHOG_API_KEY" in r.getMessage()]
     assert "local store" in message
     assert str(store) in message

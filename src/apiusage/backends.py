@@ -56,19 +56,16 @@ def default_sink(settings: Settings, posthog_client: Any, stats: Stats) -> Sink:
             spool=spool_for(settings, settings.posthog_api_key.get_secret_value()),
         )
     path = settings.store.resolve()
+    notice = (
+        f"apiusage: no POSTHOG_API_KEY set; events go to the local store at {path} "
+        f"(see them with: apiusage report --store {path})"
+    )
     try:
-        sink = LocalStoreSink(path, stats=stats)
+        return LocalStoreSink(path, stats=stats, notice=notice)
     except Exception as exc:
         raise ConfigurationError(
             f"store (APIUSAGE_STORE): cannot open the local store at {path}: {exc}"
         ) from exc
-    logger.warning(
-        "apiusage: no POSTHOG_API_KEY set; events go to the local store at %s "
-        "(see them with: apiusage report --store %s)",
-        path,
-        path,
-    )
-    return sink
 
 
 def _warn_if_in_clear(host: str) -> None:

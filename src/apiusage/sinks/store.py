@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from apiusage.events import Event, GroupUpdate
-from apiusage.health import Stats
+from apiusage.health import Stats, logger
 from apiusage.sinks.store_layout import (
     COLUMN_PROPERTIES,
     INSERT_ROW,
@@ -55,6 +55,19 @@ def _process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
 
 
+def _process_group() -> str:
+    """This process's group (a server, its workers and reloader), and when its leader
+    started where Linux says (a container's restart reuses group 1)."""
+    getpgrp = getattr(os, "getpgrp", None)
+    group = getpgrp() if getpgrp is not None else os.getpid()
+    try:
+        with open(f"/proc/{group}/stat", "rb") as stat:
+            started = stat.read().rpartition(b")")[2].split()[19].decode()
+    except (OSError, IndexError):
+        started = ""
+    return f"{group}:{started}"
+
+
 def _lost(stats: Stats | None) -> bool:
     return stats is not None and stats.snapshot()["dropped"] > 0
 
@@ -67,9 +80,13 @@ class LocalStoreSink:
     ``apiusage report`` and ``apiusage health`` show what was lost, not only what arrived.
     """
 
-    def __init__(self, path: Path | str, *, stats: Stats | None = None) -> None:
+    def __init__(
+        self, path: Path | str, *, stats: Stats | None = None, notice: str | None = None
+    ) -> None:
         self.path = Path(path)
         self.stats = stats
+        #: Logged with the first batch, once per process group (see :meth:`_announce`).
+        self._notice = notice
         self._connection: sqlite3.Connection | None = None
         self._rows: EventRows | None = None
         self._lock = threading.Lock()
@@ -131,12 +148,29 @@ class LocalStoreSink:
                 counters = self._counters_row(now)
                 if counters is not None:
                     db.execute(_SAVE_COUNTERS, counters)
+                announce = self._notice is not None and self._first_of_group(db)
             except BaseException:
                 db.execute("ROLLBACK")
                 rows.forget()  # shapes written in this transaction are gone
                 raise
             db.execute("COMMIT")
+        if announce:
+            logger.warning("%s", self._notice)
+        self._notice = None
         return len(events)
+
+    def _first_of_group(self, db: sqlite3.Connection) -> bool:
+        """Whether this process is the first of its process group (a server's workers, its
+        reloader) to write: only that one logs the notice. Commands that record nothing
+        (``flask routes``, ``manage.py migrate``) never get here."""
+        group = f"{socket.gethostname()}:{_process_group()}"
+        changed = db.execute(
+            "INSERT INTO meta (key, value) VALUES ('notice_shown_to', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+            "WHERE meta.value != excluded.value",
+            (group,),
+        ).rowcount
+        return changed > 0
 
     def flush(self, timeout: float) -> None:
         return None  # every batch is committed as it is sent
