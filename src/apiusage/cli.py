@@ -28,6 +28,8 @@ from apiusage.report import (
     format_summary,
     summarise,
 )
+from apiusage.report.answers import EndpointUsage
+from apiusage.report.callers import anonymous_routes, caller_trouble, format_callers
 from apiusage.report.hogql import questions
 from apiusage.report.html import render_html
 from apiusage.report.posthog import PostHogQueryError, app_host, summarise_posthog
@@ -153,8 +155,9 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     health = commands.add_parser(
         "health",
-        help="where events go, and how many wait on disk, were refused or were dropped "
-        f"(exit status {NOT_HEALTHY} if any)",
+        aliases=["doctor"],
+        help="where events go, how many wait on disk, were refused or were dropped, and "
+        f"whether callers are seen (exit status {NOT_HEALTHY} if not)",
     )
     health.add_argument("--store", type=Path, help="SQLite store (default: APIUSAGE_STORE)")
     health.add_argument("--json", action="store_true", help="print JSON")
@@ -179,7 +182,7 @@ def _main(argv: Sequence[str] | None) -> int:
         ):
             print(f"-- {question.title} ({question.key})\n{question.hogql};\n")
         return 0
-    if args.command == "health":
+    if args.command in ("health", "doctor"):
         return _health(settings, args.store or settings.store, as_json=args.json)
     if args.posthog:
         return _report_from_posthog(args, settings)
@@ -361,11 +364,21 @@ def _health(settings: Settings, store: Path, *, as_json: bool) -> int:
         report["destination"] = f"local store at {store}"
     report["store"] = None
     health = delivery_health(store) if Path(store).exists() else None
+    endpoints: list[EndpointUsage] = []
     if health is not None:
         report["store"] = {"path": str(store), "processes": health.processes, **health.counters}
+        endpoints = summarise(store).endpoints
+        report["anonymous_by_route"] = [
+            {"method": e.method, "route": e.route, "requests": e.requests, "anonymous": e.anonymous}
+            for e in anonymous_routes(endpoints)
+        ]
     spooled = report.get("spool") or {}
     stored = report["store"] or {}
-    trouble = bool(spooled.get("waiting") or spooled.get("rejected") or stored.get("dropped"))
+    delivery_trouble = bool(
+        spooled.get("waiting") or spooled.get("rejected") or stored.get("dropped")
+    )
+    callers_trouble = caller_trouble(stored)
+    trouble = delivery_trouble or callers_trouble
     if as_json:
         print(json.dumps({**report, "healthy": not trouble}, indent=2))
         return NOT_HEALTHY if trouble else 0
@@ -384,5 +397,14 @@ def _health(settings: Settings, store: Path, *, as_json: bool) -> int:
     if health is not None:
         for line in format_delivery(health):
             print(line)
-    print("healthy" if not trouble else "NOT HEALTHY: events wait, were refused or were dropped")
+        for line in format_callers(health.counters, endpoints):
+            print(line)
+    if not trouble:
+        print("healthy")
+    else:
+        problems = [
+            "events wait, were refused or were dropped" if delivery_trouble else "",
+            "callers could not be read" if callers_trouble else "",
+        ]
+        print("NOT HEALTHY: " + "; ".join(problem for problem in problems if problem))
     return NOT_HEALTHY if trouble else 0

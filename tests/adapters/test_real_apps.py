@@ -11,6 +11,7 @@ Every event must name its caller; nothing may be silently anonymous.
 
 # No `from __future__ import annotations`: FastAPI reads the local dependencies' annotations.
 
+import json
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -447,3 +448,47 @@ def test_flask_static_files_are_not_recorded(tmp_path: Path) -> None:
     assert [http.get(path, buffered=True).status_code for path in paths] == [200, 200, 200, 404]
     assert FlaskApiUsage.client_for(app).flush(10)
     assert [e.properties["route"] for e in sink.named("api_request")] == ["/v1/items"]
+
+
+# ------------------------------------------------------------------------ apiusage doctor
+def test_doctor_shows_callers_not_read_and_anonymous_routes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first day: logged-in traffic that reaches apiusage anonymous is visible."""
+    from apiusage.cli import NOT_HEALTHY, main
+
+    store = tmp_path / "events.sqlite3"
+    app = FastAPI()
+
+    @app.get("/v1/me")
+    def me(request: Request) -> dict[str, str]:
+        request.state.user = {"id": "u-1"}
+        return {}
+
+    @app.get("/v1/projects")
+    def projects(request: Request) -> dict[str, str]:
+        request.state.user = Account.__new__(Account)  # no id: apiusage cannot read it
+        return {}
+
+    @app.get("/v1/status")
+    def status() -> dict[str, str]:
+        return {}
+
+    FastApiUsage(app, store=store, identity_secret=IDENTITY_SECRET)
+    requests = [("GET", "/v1/me", {}), *[("GET", "/v1/projects", {})] * 3]
+    assert serve(app, *requests, ("GET", "/v1/status", {})) == [200] * 5
+    app._apiusage.client.close(5)
+
+    monkeypatch.setenv("APIUSAGE_STORE", str(store))
+    assert main(["doctor", "--json"]) == NOT_HEALTHY
+    report = json.loads(capsys.readouterr().out)
+    assert report["store"]["callers_unresolved"] == 3
+    assert report["anonymous_by_route"] == [
+        {"method": "GET", "route": "/v1/projects", "requests": 3, "anonymous": 3},
+        {"method": "GET", "route": "/v1/status", "requests": 1, "anonymous": 1},
+    ]
+    assert main(["health"]) == NOT_HEALTHY
+    text = capsys.readouterr().out
+    assert "attached but named no caller: 3" in text
+    assert "GET /v1/projects" in text
+    assert "NOT HEALTHY: callers could not be read" in text

@@ -43,6 +43,9 @@ class EndpointUsage:
     p50_ms: float | None = None
     p95_ms: float | None = None
     last_seen: float | None = None
+    #: Requests that named no caller (refused ones, 401/403, not counted): a route whose
+    #: callers sign in should have none, or the app's caller is not reaching apiusage.
+    anonymous: int = 0
 
 
 @dataclass(slots=True)

@@ -46,6 +46,7 @@ def questions(
     window = f"timestamp >= now() - INTERVAL {int(days)} DAY"
     requests = f"event = {event} AND {window}"
     identified = "distinct_id != properties.request_id"
+    not_refused = "toInt(properties.status_code) NOT IN (401, 403)"
     found = [
         Question(
             "totals",
@@ -84,7 +85,8 @@ ORDER BY requests DESC""",
        round(countIf(toInt(properties.status_code) >= 500) / count(), 4) AS server_error_share,
        round(quantile(0.5)(toFloat(properties.duration_ms)), 3) AS p50_ms,
        round(quantile(0.95)(toFloat(properties.duration_ms)), 3) AS p95_ms,
-       max(timestamp) AS last_seen
+       max(timestamp) AS last_seen,
+       countIf(NOT ({identified}) AND {not_refused}) AS anonymous
 FROM events
 WHERE {requests} AND properties.route IS NOT NULL
 GROUP BY method, route
@@ -100,6 +102,7 @@ ORDER BY requests DESC""",
                 "p50_ms",
                 "p95_ms",
                 "last_seen",
+                "anonymous",
             ),
         ),
         Question(

@@ -145,6 +145,7 @@ def summarise_posthog(
             row["p50_ms"],
             row["p95_ms"],
             _seconds(row["last_seen"]),
+            int(row.get("anonymous") or 0),
         )
         for row in answers["endpoints"]
     ]

@@ -110,7 +110,8 @@ def summarise(
         counts = db.execute(
             f"SELECT {_SHAPE_COLUMNS}, c.* FROM ("
             "SELECT shape, COUNT(*), MIN(timestamp), MAX(timestamp), "
-            "json_group_array(DISTINCT distinct_id) FILTER (WHERE distinct_id IS NOT NULL) "
+            "json_group_array(DISTINCT distinct_id) FILTER (WHERE distinct_id IS NOT NULL), "
+            "COUNT(*) FILTER (WHERE distinct_id IS NULL) "
             "FROM event_rows INDEXED BY event_rows_by_shape "
             f"WHERE shape IS NOT NULL{window} GROUP BY shape"
             f") AS c JOIN event_shapes AS s ON s.id = c.shape{of_organisation}",
@@ -194,6 +195,7 @@ class _Answer:
     """What one row of an answer (an endpoint, a version …) adds up over its shapes."""
 
     __slots__ = (
+        "anonymous",
         "callers",
         "client_errors",
         "last_seen",
@@ -209,17 +211,19 @@ class _Answer:
         self.server_errors = 0
         #: Requests refused with 401 or 403 although they presented credentials.
         self.refused = 0
+        #: Requests that named no caller, refused ones left out.
+        self.anonymous = 0
         self.last_seen = 0.0
         self.callers: set[str] = set()
         self.organisations: set[str] = set()
 
 
 #: Positions in a row of the counts: the shape's columns, then its id, requests, first
-#: and last time and distinct callers.
+#: and last time, distinct callers and anonymous requests.
 (_EVENT, _ORGANISATION, _ROUTE, _METHOD, _STATUS, _VERSION, _AUTH, _LIBRARY, _LIBRARY_VERSION) = (
     range(9)
 )
-_ID, _COUNT, _FIRST, _LAST, _CALLERS = range(9, 14)
+_ID, _COUNT, _FIRST, _LAST, _CALLERS, _ANONYMOUS = range(9, 15)
 
 
 class _Rollup:
@@ -304,6 +308,8 @@ class _Rollup:
                 endpoint = endpoints[endpoint_key]
                 answers.append(endpoint)
                 status = shape[_STATUS] or 0
+                if status not in REFUSED_STATUSES:
+                    endpoint.anonymous += shape[_ANONYMOUS]
                 if status >= 500:
                     endpoint.server_errors += count
                 elif status >= 400:
@@ -356,6 +362,7 @@ class _Rollup:
                     answer.client_errors,
                     answer.server_errors,
                     last_seen=answer.last_seen,
+                    anonymous=answer.anonymous,
                 )
                 for (method, route), answer in self.endpoints.items()
             ),

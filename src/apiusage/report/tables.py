@@ -59,6 +59,7 @@ def _endpoints(summary: UsageSummary) -> Iterable[list[Any]]:
         "p50_ms",
         "p95_ms",
         "last_seen",
+        "anonymous",
     ]
     for entry in summary.endpoints:
         yield [
@@ -72,6 +73,7 @@ def _endpoints(summary: UsageSummary) -> Iterable[list[Any]]:
             "" if entry.p50_ms is None else entry.p50_ms,
             "" if entry.p95_ms is None else entry.p95_ms,
             _iso(entry.last_seen),
+            entry.anonymous,
         ]
 
 

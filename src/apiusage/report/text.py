@@ -56,13 +56,14 @@ def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
 
     lines += _table(
         "Endpoints, most used first",
-        ["", "requests", "share", "callers", "orgs", "4xx", "5xx", "p50 ms", "p95 ms"],
+        ["", "requests", "share", "callers", "anon", "orgs", "4xx", "5xx", "p50 ms", "p95 ms"],
         [
             [
                 f"{entry.method} {entry.route}",
                 entry.requests,
                 share(entry.requests),
                 entry.callers,
+                errors(entry.anonymous, entry.requests),
                 entry.organisations,
                 errors(entry.client_errors, entry.requests),
                 errors(entry.server_errors, entry.requests),
@@ -73,6 +74,8 @@ def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
         ],
         width,
     )
+    if any(entry.anonymous for entry in summary.endpoints):
+        lines.append("anon: requests that named no caller (401 and 403 not counted)")
     lines += _table(
         "API versions",
         ["", "requests", "share", "callers", "orgs"],
