@@ -47,9 +47,10 @@ def test_refused_credentials_name_no_caller(tmp_path: Path) -> None:
         ("/items", {"Authorization": "Bearer tok-good"}, 200),
         ("/admin", {"X-Api-Key": "key-good"}, 403),  # a good key, refused here
         ("/items", {}, 401),  # no credential at all
+        ("/items?access_token=tok-random", {}, 401),  # a token in the query string
     ]
     for path, headers, status in sent:
-        assert http.get(path, headers=headers, buffered=True).status_code == status
+        assert http.get(path, headers=headers, buffered=True).status_code == status, path
         assert Client(stored).get(path, headers=headers, buffered=True).status_code == status
     assert wrapped.client.flush(10)
     assert stored.client.flush(10)
@@ -65,7 +66,7 @@ def test_refused_credentials_name_no_caller(tmp_path: Path) -> None:
             assert event.personless
             assert event.distinct_id == event.uuid  # keyed by the request, not the key
     methods = [e.properties["auth_method"] for e in events if e.properties["auth_failed"]]
-    assert methods == ["api_key", "api_key", "bearer", "basic", "api_key"]
+    assert methods == ["api_key", "api_key", "bearer", "basic", "api_key", "bearer"]
     # The good key's one caller, whichever request came first in the batch.
     good_key = events[0].distinct_id
     assert events[6].distinct_id != good_key
@@ -73,5 +74,5 @@ def test_refused_credentials_name_no_caller(tmp_path: Path) -> None:
     # The report counts the refusals per auth method, and only real callers.
     report = summarise(tmp_path / "events.sqlite3")
     failed = {entry.auth_method: entry.failed for entry in report.auth_methods}
-    assert failed == {"api_key": 3, "bearer": 1, "basic": 1, "none": 0}
+    assert failed == {"api_key": 3, "bearer": 2, "basic": 1, "none": 0}
     assert report.identified_callers == 2  # the good key and the good token
