@@ -57,13 +57,10 @@ class CallerNotRead(Exception):
     def __init__(self, seen: object) -> None:
         kind = type(seen)
         #: The attached value's type, as ``module.Class``.
-        self.seen = (
-            kind.__qualname__
-            if kind.__module__ == "builtins"
-            else (f"{kind.__module__}.{kind.__qualname__}")
-        )
+        module = kind.__module__
+        self.seen = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
         super().__init__(
-            f"a {self.seen} has none of the fields {', '.join(ID_FIELDS)}, so its requests "
+            f"the attached {self.seen} has none of the fields {', '.join(ID_FIELDS)}, so its requests "
             "are recorded anonymous. Attach the caller's id itself, an object or dict with "
             "one of those fields, or an apiusage.Identity; or call apiusage.identify(...) "
             "where the app authenticates the caller (docs: identity.md)"

@@ -270,7 +270,7 @@ def test_every_kind_of_attached_user_names_its_caller(caplog: pytest.LogCaptureF
     assert client.stats.snapshot()["callers_unresolved"] == 2
     (warning,) = [r for r in caplog.records if "callers_unresolved" in r.getMessage()]
     message = warning.getMessage()
-    assert "a object has none of the fields id, pk" in message
+    assert "the attached object has none of the fields id, pk" in message
     assert "apiusage.identify(" in message
     assert "apiusage.Identity" in message
 
