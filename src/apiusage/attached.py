@@ -60,10 +60,10 @@ class CallerNotRead(Exception):
         module = kind.__module__
         self.seen = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
         super().__init__(
-            f"the attached {self.seen} has none of the fields {', '.join(ID_FIELDS)}, so its requests "
-            "are recorded anonymous. Attach the caller's id itself, an object or dict with "
-            "one of those fields, or an apiusage.Identity; or call apiusage.identify(...) "
-            "where the app authenticates the caller (docs: identity.md)"
+            f"the attached {self.seen} has none of the fields {', '.join(ID_FIELDS)}, so its "
+            "requests are recorded anonymous. Attach the caller's id itself, an object or "
+            "dict with one of those fields, or an apiusage.Identity; or call "
+            "apiusage.identify(...) where the app authenticates the caller (docs: identity.md)"
         )
 
 
