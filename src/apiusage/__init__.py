@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from apiusage.config import ConfigurationError, Settings, load_settings
     from apiusage.context import identify, track
     from apiusage.events import SCHEMA_VERSION, Event, GroupUpdate, SharedProperties
+    from apiusage.feature_flags import FlagValue, flag, flags
     from apiusage.identity import (
         Identity,
         KeyedHasher,
@@ -50,6 +51,9 @@ _HOMES = {
     "Event": "apiusage.events",
     "GroupUpdate": "apiusage.events",
     "SharedProperties": "apiusage.events",
+    "FlagValue": "apiusage.feature_flags",
+    "flag": "apiusage.feature_flags",
+    "flags": "apiusage.feature_flags",
     "Identity": "apiusage.identity",
     "KeyedHasher": "apiusage.identity",
     "Resolver": "apiusage.identity",
@@ -76,6 +80,7 @@ __all__ = [
     "ASGIMiddleware",
     "ConfigurationError",
     "Event",
+    "FlagValue",
     "GroupUpdate",
     "Identity",
     "KeyedHasher",
@@ -94,6 +99,8 @@ __all__ = [
     "annotate",
     "current_record",
     "deprecated",
+    "flag",
+    "flags",
     "flush",
     "from_api_key",
     "from_header",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import secrets
 import tempfile
@@ -12,6 +13,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from apiusage.config import ConfigurationError, Settings
+from apiusage.feature_flags import FlagService
+from apiusage.feature_flags.local import parse_flags, read_flags_file
+from apiusage.feature_flags.posthog import PostHogFlags
 from apiusage.health import Stats, logger
 from apiusage.private_paths import owned_privately, private_directory
 from apiusage.sinks.base import Sink
@@ -66,6 +70,52 @@ def default_sink(settings: Settings, posthog_client: Any, stats: Stats) -> Sink:
         raise ConfigurationError(
             f"store (APIUSAGE_STORE): cannot open the local store at {path}: {exc}"
         ) from exc
+
+
+def flag_service(settings: Settings, posthog_client: Any, stats: Stats) -> FlagService:
+    """The client's flags: its own definitions (the ``flags`` setting over ``flags_file``)
+    and, with a flags key or a handed-in client that has one, PostHog's."""
+    definitions: dict[str, Any] = {}
+    try:
+        if settings.flags_file is not None:
+            definitions.update(read_flags_file(settings.flags_file))
+        definitions.update(settings.flags)
+        local = parse_flags(definitions)
+    except ValueError as exc:
+        setting = "flags_file (APIUSAGE_FLAGS_FILE)" if settings.flags_file else "flags"
+        raise ConfigurationError(f"{setting}: {exc}") from None
+    remote = None
+    if posthog_client is not None and (
+        getattr(posthog_client, "secret_key", None)
+        or getattr(posthog_client, "personal_api_key", None)
+    ):
+        remote = PostHogFlags(posthog_client, settings.organisation_group, stats, owned=False)
+    elif settings.posthog_flags_api_key is not None and settings.enabled:
+        from posthog import Posthog  # only when PostHog's flags are used
+
+        key = settings.posthog_api_key.get_secret_value() if settings.posthog_api_key else ""
+        if not key:
+            raise ConfigurationError(
+                "posthog_flags_api_key (POSTHOG_FLAGS_API_KEY) is set, but not the project "
+                "key: set POSTHOG_API_KEY too"
+            )
+        secret = settings.posthog_flags_api_key.get_secret_value()
+        # posthog >= 7.5x names it secret_key; personal_api_key is the older (deprecated) name.
+        takes_secret_key = "secret_key" in inspect.signature(Posthog).parameters
+        secret_option: dict[str, Any] = (
+            {"secret_key": secret} if takes_secret_key else {"personal_api_key": secret}
+        )
+        client = Posthog(
+            key,
+            host=settings.posthog_host,
+            poll_interval=settings.flag_poll_interval,
+            send=False,  # this client only evaluates flags: apiusage sends the events
+            **secret_option,
+        )
+        remote = PostHogFlags(client, settings.organisation_group, stats, owned=True)
+    if remote is not None:
+        remote.start()
+    return FlagService(local, remote, stats)
 
 
 def _warn_if_in_clear(host: str) -> None:

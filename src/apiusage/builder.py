@@ -33,6 +33,9 @@ __all__ = ["Built", "Detected", "EventBuilder"]
 _SEEN_LIMIT = 100_000
 #: Combinations of shared request properties kept (a few per route and caller kind).
 _SHARED_LIMIT = 4096
+#: Flag exposures remembered as sent (per process); beyond it the memory starts afresh,
+#: and a caller's exposure may be sent once more (PostHog counts it once).
+_SENT_LIMIT = 100_000
 _MAX_PROPERTY_KEYS = 100
 #: Bounds of user-supplied properties (``track()``, ``identify()``), documented in the
 #: schema: a string is cut to this many characters, ending with TRUNCATED ...
@@ -156,6 +159,8 @@ class EventBuilder:
         self._groups_sent: dict[str, int] = {}
         self._persons_sent: dict[str, int] = {}
         self._shared: dict[tuple[Any, ...], SharedProperties] = {}
+        #: (caller, flag, answer) already sent as ``$feature_flag_called``.
+        self._flags_called: dict[tuple[str, str, bool | str], None] = {}
         #: (method, route) of deprecated routes: the configured ones until the route
         #: inventory arrives, then the inventory's (which include them).
         self._deprecated = configured_deprecations(deprecated_routes)
@@ -166,6 +171,7 @@ class EventBuilder:
         """Forget which groups/persons were sent (after a fork, the child starts fresh)."""
         self._groups_sent.clear()
         self._persons_sent.clear()
+        self._flags_called.clear()
 
     # ------------------------------------------------------------------ requests
     def detect(self, view: RequestView) -> Detected:
@@ -218,6 +224,7 @@ class EventBuilder:
                 record.transport,
                 rate,
                 organisation,
+                tuple(sorted(record.flags.items())) if record.flags else (),
             )
             shared = self._shared.get(key)
             if shared is None:
@@ -265,8 +272,46 @@ class EventBuilder:
                     "api_version": version.version,
                 }
                 into.events.append(self._journey(journey, inherited, identity, record))
+        if record.flags and identity is not None:
+            self._flag_exposures(record, record.flags, identity, into)
         if identity is not None and identity.organisation:
             into.groups.extend(self._group_updates(identity, record.started_at))
+
+    def _flag_exposures(
+        self,
+        record: RequestRecord,
+        flags: dict[str, bool | str],
+        identity: Identity,
+        into: Built,
+    ) -> None:
+        """``$feature_flag_called``, once per caller, flag and answer: what PostHog's
+        experiments count as exposures (anonymous requests have no person to count)."""
+        sent = self._flags_called
+        organisation = identity.organisation
+        for flag, value in flags.items():
+            marker = (identity.distinct_id, flag, value)
+            if marker in sent:
+                continue
+            if len(sent) >= _SENT_LIMIT:
+                sent.clear()
+            sent[marker] = None
+            into.events.append(
+                Event(
+                    "$feature_flag_called",
+                    identity.distinct_id,
+                    {
+                        "$feature_flag": flag,
+                        "$feature_flag_response": value,
+                        "locally_evaluated": True,
+                        "request_id": record.request_id,
+                        "schema_version": SCHEMA_VERSION,
+                        "apiusage_version": __version__,
+                    },
+                    record.started_at,
+                    new_event_uuid(),
+                    {self.organisation_group: organisation} if organisation else None,
+                )
+            )
 
     def build_unreadable(self, record: RequestRecord, error: str, into: Built) -> None:
         """The events of a request whose building failed: what the record holds for
@@ -347,7 +392,8 @@ class EventBuilder:
 
     def _share(self, key: tuple[Any, ...]) -> SharedProperties:
         """The properties of one combination in :meth:`build_request`'s key, made once."""
-        properties = dict(zip(_SHARED_KEY_NAMES, key, strict=True))
+        *named, flags = key
+        properties = dict(zip(_SHARED_KEY_NAMES, named, strict=True))
         template = properties["route"]
         route = properties["route"] = _openapi(template)
         properties["route_template"] = template if isinstance(template, str) else None
@@ -361,6 +407,9 @@ class EventBuilder:
             None,
             "none",
         )
+        if flags:  # as PostHog's experiments read them
+            properties.update((f"$feature/{flag}", value) for flag, value in flags)
+            properties["$active_feature_flags"] = [flag for flag, value in flags if value]
         properties["schema_version"] = SCHEMA_VERSION
         properties["apiusage_version"] = __version__
         shared = SharedProperties(properties)

@@ -20,7 +20,7 @@ from asgiref.sync import async_to_sync
 
 from apiusage import lifetime
 from apiusage.attached import CallerNotRead
-from apiusage.backends import default_sink, identity_secret
+from apiusage.backends import default_sink, flag_service, identity_secret
 from apiusage.builder import EventBuilder
 from apiusage.config import ConfigurationError, Settings, load_settings
 from apiusage.delivery import BackgroundDelivery, Delivery
@@ -103,6 +103,8 @@ class UsageClient:
     ) -> None:
         self.settings = load_settings(settings, **overrides)
         self.stats = Stats()
+        #: Feature flags for this client's requests (see :mod:`apiusage.feature_flags`).
+        self.flags = flag_service(self.settings, posthog_client, self.stats)
         self.sink: Sink = (
             sink if sink is not None else default_sink(self.settings, posthog_client, self.stats)
         )
@@ -338,6 +340,27 @@ class UsageClient:
         record.identity = identity
         record.identity_pinned = True
 
+    def caller_now(self, record: RequestRecord) -> Identity | None:
+        """The request's caller as far as it is known now, for decisions in the handler
+        (feature flags): ``identify()``'s, the sync resolvers', else the header-only
+        built-ins'. Settles nothing: the caller is still resolved when the request ends,
+        and errors are reported then."""
+        if record.identity_pinned:
+            return record.identity
+        view = RequestView(record)
+        try:
+            attributes = self._state_attributes
+            if attributes is not None:
+                identity = identity_from_state(state_of(record), record.scope, attributes)
+            else:
+                identity, _ = self.resolver.resolve_sync(view, quiet=True)
+        except Exception:
+            identity = None
+        if identity is None:
+            found = self.fallback_resolver.resolve_sync(view, quiet=True)[0]
+            identity = found if isinstance(found, Identity) else None
+        return identity
+
     def finish_request(self, record: RequestRecord) -> Awaitable[None] | None:
         """Resolve the caller (after the response is sent) and queue the record.
 
@@ -493,6 +516,7 @@ class UsageClient:
         record.scope = _DETACHED
         record.native = None
         record.state = None
+        record.client = None
         return size
 
     def record_journey_event(self, event: JourneyEvent) -> None:
@@ -544,6 +568,7 @@ class UsageClient:
         lifetime.forget(self)
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         lifetime.shut_down(self.delivery, self.sink, self.stats, timeout)
+        self.flags.close()
 
     @property
     def closed(self) -> bool:

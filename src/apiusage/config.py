@@ -207,6 +207,34 @@ class Settings(BaseSettings):
         description="Attribute of request.state / scope['state'] holding the caller.",
     )
 
+    # --- feature flags ---------------------------------------------------------------
+    flags: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Flags defined here (win over flags_file and PostHog's): "
+        "{'new-pagination': {'rollout': 20, 'by': 'organisation'}}; see the experiments page.",
+    )
+    flags_file: Path | None = Field(
+        default=None, description="A JSON file of flag definitions, read at start-up."
+    )
+    posthog_flags_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "posthog_flags_api_key",
+            "POSTHOG_FLAGS_API_KEY",
+            "APIUSAGE_POSTHOG_FLAGS_API_KEY",
+        ),
+        description="A PostHog feature flags secure API key (phs_...) or personal API key: "
+        "PostHog's flags are then evaluated in this process.",
+    )
+    flag_poll_interval: float = Field(
+        default=30.0, gt=0, description="Seconds between fetches of PostHog's flag definitions."
+    )
+    flags_header: bool = Field(
+        default=False,
+        description="Name the flags a request was served with in an X-Feature-Flags "
+        "response header (for debugging).",
+    )
+
     # --- delivery --------------------------------------------------------------------
     delivery: Literal["auto", "background", "end_of_request"] = Field(
         default="auto",

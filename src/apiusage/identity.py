@@ -167,12 +167,15 @@ class ResolverChain:
             len(self.resolvers),
         )
 
-    def resolve_sync(self, view: RequestView) -> tuple[Identity | None, int]:
+    def resolve_sync(
+        self, view: RequestView, *, quiet: bool = False
+    ) -> tuple[Identity | None, int]:
         """Try the resolvers before the first async one: ``(identity, how many were tried)``.
 
         For adapters whose request state is gone once the response is sent (Flask's ``g``):
         the rest of the chain runs later with ``__call__(view, start=tried)``, so no
-        resolver runs twice and no coroutine is left unawaited.
+        resolver runs twice and no coroutine is left unawaited. ``quiet``: a resolver's
+        error is skipped without a report (it is reported when the chain runs for real).
         """
         for index in range(self.first_async):
             resolver = self.resolvers[index]
@@ -187,7 +190,8 @@ class ResolverChain:
                     return None, index
                 identity = as_identity(result)
             except Exception as exc:
-                self._failed(resolver, exc)
+                if not quiet:
+                    self._failed(resolver, exc)
                 continue
             if identity is not None:
                 return identity, index + 1

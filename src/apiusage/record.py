@@ -81,6 +81,10 @@ class RequestRecord:
     #: the rest (the async ones on) run after the response.
     resolvers_tried: int = 0
     journey: list[JourneyEvent] | None = None
+    #: Feature flags answered during the request, by key (see :mod:`apiusage.feature_flags`).
+    flags: dict[str, bool | str] | None = None
+    #: The client recording the request, while it is handled (flags are its flags).
+    client: Any = None
     #: Estimated bytes the record holds while queued (the queue's byte bound counts it).
     queued_bytes: int = 1024
     _request_id: str | None = None

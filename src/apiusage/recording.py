@@ -100,6 +100,7 @@ class Recording:
     def __init__(self, client: UsageClient, record: RequestRecord) -> None:
         self.record = record
         self._client = client
+        record.client = client
         self._token: Token[RequestRecord | None] | None = current.set(record)
 
     def response_started(self, status: int | None) -> None:

@@ -36,6 +36,10 @@ from typing import Any
 __all__ = ["CaptureServer", "ReceivedRequest"]
 
 
+#: Where the ``posthog`` client fetches flag definitions (newer, then older versions).
+_FLAG_DEFINITION_PATHS = ("/flags/definitions", "/api/feature_flag/local_evaluation")
+
+
 @dataclass
 class ReceivedRequest:
     """One HTTP request as the server saw it."""
@@ -82,6 +86,11 @@ class CaptureServer:
         self._failures: list[tuple[int, dict[str, str], float, str | None]] = []
         #: Decoded bodies larger than this are answered 413 (None: no limit).
         self.max_body_bytes: int | None = None
+        #: What PostHog's flag-definitions endpoint (local evaluation) answers: a
+        #: ``{"flags": [...], "group_type_mapping": {...}, "cohorts": {}}`` document, or
+        #: None for "down" (503). ``flags_key``: the secret key it requires.
+        self.flag_definitions: dict[str, Any] | None = None
+        self.flags_key: str | None = None
         self._server = _QuietServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -266,6 +275,10 @@ class CaptureServer:
                     payload = json.loads(text) if text else None
                 except ValueError:
                     payload = None
+                route = self.path.split("?")[0].rstrip("/")
+                if self.command == "GET" and route in _FLAG_DEFINITION_PATHS:
+                    self._answer_flag_definitions(headers)
+                    return
                 is_batch = self.command == "POST" and self.path.split("?")[0] == "/batch/"
                 status, extra_headers, delay, fault = (
                     server._answer_for_batch(len(decoded)) if is_batch else (200, {}, 0.0, None)
@@ -293,6 +306,20 @@ class CaptureServer:
                 else:
                     detail = f"capture server answered {status}"
                     self._answer(status, {"detail": detail}, extra_headers)
+
+            def _answer_flag_definitions(self, headers: dict[str, str]) -> None:
+                server._record(
+                    ReceivedRequest(self.command, self.path, headers, b"", "", None, 200)
+                )
+                definitions = server.flag_definitions
+                if server.flags_key and headers.get("authorization") != (
+                    f"Bearer {server.flags_key}"
+                ):
+                    self._answer(401, {"detail": "invalid key"})
+                elif definitions is None:
+                    self._answer(503, {"detail": "flag definitions are down"})
+                else:
+                    self._answer(200, definitions)
 
             def _break(self, fault: str) -> None:
                 self.close_connection = True
