@@ -150,6 +150,35 @@ def test_a_missing_store_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_usage_errors_and_latency_by_feature_flag_answer(history: UsageHistory) -> None:
+    summary = summarise(history.store)
+    found = {(entry.flag, entry.answer): entry for entry in summary.flags}
+    assert (
+        set(found)
+        == set(history.flag_requests)
+        == {
+            ("new-pagination", "true"),
+            ("new-pagination", "false"),
+        }
+    )
+    for served, requests in history.flag_requests.items():
+        entry = found[served]
+        assert entry.requests == requests
+        assert entry.client_errors == history.flag_client_errors[served]
+        assert entry.server_errors == history.flag_server_errors[served]
+        ordered = sorted(history.flag_durations[served])
+        assert entry.p50_ms == nearest_rank(ordered, 0.50)
+        assert entry.p95_ms == nearest_rank(ordered, 0.95)
+    # One organisation's report: only its answer (even organisations got the flag).
+    of_one = summarise(history.store, organisation="org-004")
+    assert {entry.answer for entry in of_one.flags} == {"true"}
+    result = _report("--store", str(history.store), "--csv", "flags")
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert {(row["flag"], row["answer"]): int(row["requests"]) for row in rows} == dict(
+        history.flag_requests
+    )
+
+
 def test_text_tables_name_every_section(history: UsageHistory) -> None:
     result = _report(
         "--store", str(history.store), "--since", "2026-10-01", "--until", "2030-01-01"
@@ -161,6 +190,7 @@ def test_text_tables_name_every_section(history: UsageHistory) -> None:
         "Organisations on several API versions at once",
         "Authentication methods",
         "Client libraries by organisation",
+        "Feature flags: requests, errors and latency by answer",
     ):
         assert title in result.stdout
 

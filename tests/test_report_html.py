@@ -103,6 +103,7 @@ def test_the_page_draws_every_chart_offline_without_errors(
         "Authentication methods",
         "Journey funnels",
         "Deprecated endpoints by organisation",
+        "Feature flags",
     ]
     assert all(count > 0 for count in charts.values()), charts
     # One bar per endpoint called, per auth method, per funnel step.

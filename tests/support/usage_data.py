@@ -92,6 +92,13 @@ class UsageHistory:
     )
     #: organisation → client library → requests
     libraries_by_org: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    #: (flag, answer) → requests, 4xx, 5xx, durations in milliseconds
+    flag_requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    flag_client_errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    flag_server_errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    flag_durations: dict[tuple[str, str], list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
 
 
 def _routes(count: int) -> list[tuple[str, str]]:
@@ -177,6 +184,14 @@ def generate(
         record.response_bytes = rng.randrange(100, 5_000)
         identity = None if auth == "none" else Identity(user, org)
         record.identity = identity
+        if route.startswith("/projects"):  # an experiment: even organisations get it
+            answer = org_number % 2 == 0
+            record.flags = {"new-pagination": answer}
+            served = ("new-pagination", "true" if answer else "false")
+            history.flag_requests[served] += 1
+            history.flag_client_errors[served] += 400 <= status < 500
+            history.flag_server_errors[served] += status >= 500
+            history.flag_durations[served].append(round(record.duration_ns / 1e6, 3))
         step = _journey_step(route)
         if identity is not None and step is not None and status < 400:
             reached = history.journey_callers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,11 +11,13 @@ import orjson
 from apiusage.report.delivery import DeliveryHealth
 
 __all__ = [
+    "PERCENTILES",
     "AuthUsage",
     "CallerVersions",
     "DeprecatedCaller",
     "DeprecatedEndpoint",
     "EndpointUsage",
+    "FlagAnswerUsage",
     "Funnel",
     "FunnelStep",
     "JourneyEventCount",
@@ -26,7 +29,16 @@ __all__ = [
     "UsageSummary",
     "VersionPeriod",
     "VersionUsage",
+    "nearest_rank",
 ]
+
+#: The latency percentiles the report gives, by field name.
+PERCENTILES = (("p50_ms", 0.50), ("p95_ms", 0.95))
+
+
+def nearest_rank(count: int, share: float) -> int:
+    """The nearest-rank position (1-based) of a percentile among ``count`` values."""
+    return max(1, math.ceil(share * count))
 
 
 @dataclass(slots=True)
@@ -46,6 +58,22 @@ class EndpointUsage:
     #: Requests that named no caller (refused ones, 401/403, not counted): a route whose
     #: callers sign in should have none, or the app's caller is not reaching apiusage.
     anonymous: int = 0
+
+
+@dataclass(slots=True)
+class FlagAnswerUsage:
+    """The requests served with one answer of one feature flag."""
+
+    flag: str
+    #: ``"true"``, ``"false"`` or the variant's name.
+    answer: str
+    requests: int = 0
+    callers: int = 0
+    organisations: int = 0
+    client_errors: int = 0  # 4xx responses
+    server_errors: int = 0  # 5xx responses
+    p50_ms: float | None = None
+    p95_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -251,6 +279,8 @@ class UsageSummary:
     #: Every deprecated endpoint (by the inventory, the settings or ``--deprecated``),
     #: called or not.
     deprecated: list[DeprecatedEndpoint] = field(default_factory=list)
+    #: Usage, errors and latency by feature-flag answer (see apiusage.report.flags).
+    flags: list[FlagAnswerUsage] = field(default_factory=list)
     delivery: DeliveryHealth = field(default_factory=DeliveryHealth)
 
     @property

@@ -246,6 +246,27 @@ def _deprecated(summary: UsageSummary) -> str:
     return "".join(html)
 
 
+def _flags(summary: UsageSummary) -> str:
+    """Each flag's answers: requests (bars), error shares and p95 side by side."""
+    if not summary.flags:
+        return '<p class="muted">No request was served with a feature flag.</p>'
+    html = []
+    for flag in dict.fromkeys(entry.flag for entry in summary.flags):
+        rows = [
+            (
+                entry.answer,
+                float(entry.requests),
+                f"{entry.requests} · 5xx {entry.server_errors / entry.requests:.1%} · "
+                f"4xx {entry.client_errors / entry.requests:.1%} · "
+                f"p95 {entry.p95_ms or 0:.1f} ms",
+            )
+            for entry in summary.flags
+            if entry.flag == flag and entry.requests
+        ]
+        html.append(f"<h3><code>{escape(flag)}</code></h3>{_hbars(rows, color=_PALETTE[1])}")
+    return "".join(html)
+
+
 def render_html(summary: UsageSummary, *, title: str = "API usage report") -> str:
     """The whole page."""
     if summary.since is None and summary.until is None:
@@ -269,6 +290,7 @@ def render_html(summary: UsageSummary, *, title: str = "API usage report") -> st
         ("Authentication methods", _auth(summary)),
         ("Journey funnels", _funnels(summary)),
         ("Deprecated endpoints by organisation", _deprecated(summary)),
+        ("Feature flags", _flags(summary)),
     ]
     body = "".join(
         f"<section><h2>{escape(name)}</h2>{content}</section>" for name, content in sections

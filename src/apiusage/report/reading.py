@@ -25,6 +25,7 @@ from apiusage.inventory import INVENTORY_EVENT, parse_route_entry
 from apiusage.notices import parse_date
 from apiusage.report.adoption import version_adoption
 from apiusage.report.answers import (
+    PERCENTILES,
     AuthUsage,
     CallerVersions,
     EndpointUsage,
@@ -33,6 +34,7 @@ from apiusage.report.answers import (
     OrganisationVersions,
     UsageSummary,
     VersionUsage,
+    nearest_rank,
 )
 from apiusage.report.delivery import read_delivery
 from apiusage.report.deprecations import (
@@ -43,6 +45,7 @@ from apiusage.report.deprecations import (
     never_called,
 )
 from apiusage.report.features import underused_features
+from apiusage.report.flags import flag_usage
 from apiusage.report.funnels import funnel
 from apiusage.sinks.store import connect
 
@@ -176,6 +179,8 @@ def summarise(
                         organisation=organisation,
                     )
                 )
+        step("feature flags")
+        summary.flags = flag_usage(db, event_name, window, values, organisation)
         summary.delivery = read_delivery(db)
     return summary
 
@@ -415,14 +420,6 @@ class _Rollup:
         )
 
 
-def _rank(count: int, share: float) -> int:
-    """The nearest-rank position (1-based) of a percentile among ``count`` values."""
-    return max(1, math.ceil(share * count))
-
-
-_PERCENTILES = (("p50_ms", 0.50), ("p95_ms", 0.95))
-
-
 def _latencies(
     db: sqlite3.Connection, summary: UsageSummary, window: str, values: list[float]
 ) -> None:
@@ -443,11 +440,11 @@ def _latencies(
         ).fetchone()
         if not count:
             continue
-        for name, share in _PERCENTILES:
+        for name, share in PERCENTILES:
             row = db.execute(
                 "SELECT duration_ms FROM event_rows INDEXED BY event_rows_by_endpoint "
                 f"WHERE {condition} ORDER BY duration_ms LIMIT 1 OFFSET ?",
-                (endpoint_id, *values, _rank(count, share) - 1),
+                (endpoint_id, *values, nearest_rank(count, share) - 1),
             ).fetchone()
             setattr(entry, name, round(float(row[0]), 3))
 
@@ -477,5 +474,5 @@ def _latencies_of_shapes(
         measured = durations.get((entry.method, entry.route))
         if measured:
             measured.sort()
-            for name, share in _PERCENTILES:
-                setattr(entry, name, round(measured[_rank(len(measured), share) - 1], 3))
+            for name, share in PERCENTILES:
+                setattr(entry, name, round(measured[nearest_rank(len(measured), share) - 1], 3))

@@ -77,6 +77,32 @@ def _endpoints(summary: UsageSummary) -> Iterable[list[Any]]:
         ]
 
 
+def _flags(summary: UsageSummary) -> Iterable[list[Any]]:
+    yield [
+        "flag",
+        "answer",
+        "requests",
+        "callers",
+        "organisations",
+        "client_errors",
+        "server_errors",
+        "p50_ms",
+        "p95_ms",
+    ]
+    for entry in summary.flags:
+        yield [
+            entry.flag,
+            entry.answer,
+            entry.requests,
+            entry.callers,
+            entry.organisations,
+            entry.client_errors,
+            entry.server_errors,
+            "" if entry.p50_ms is None else entry.p50_ms,
+            "" if entry.p95_ms is None else entry.p95_ms,
+        ]
+
+
 def _never_called(summary: UsageSummary) -> Iterable[list[Any]]:
     yield ["method", "route", "deprecated"]
     for entry in summary.never_called or ():
@@ -137,6 +163,7 @@ CSV_TABLES: dict[str, Callable[[UsageSummary], Iterable[list[Any]]]] = {
     "client-libraries": _libraries,
     "underused": _underused,
     "version-adoption": _adoption,
+    "flags": _flags,
 }
 
 

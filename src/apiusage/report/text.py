@@ -149,6 +149,7 @@ def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
     lines += _never_called(summary, width)
     lines += _underused(summary, width)
     lines += _deprecated(summary, width)
+    lines += _flags(summary, width)
     lines += format_delivery(summary.delivery)
     return "\n".join(lines)
 
@@ -170,6 +171,37 @@ def _adoption(summary: UsageSummary, width: int) -> list[str]:
 
 #: Features listed per organisation in the text report (all of them: --json, --csv).
 _SHOWN_FEATURES = 3
+
+
+def _flags(summary: UsageSummary, width: int) -> list[str]:
+    """Each flag's answers side by side: what changed for the callers who got each."""
+    if not summary.flags:
+        return []
+
+    def share(count: int, requests: int) -> str:
+        return f"{count / requests:.1%}" if requests else "-"
+
+    def milliseconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    return _table(
+        "Feature flags: requests, errors and latency by answer",
+        ["", "requests", "callers", "orgs", "4xx", "5xx", "p50 ms", "p95 ms"],
+        [
+            [
+                f"{entry.flag} = {entry.answer}",
+                entry.requests,
+                entry.callers,
+                entry.organisations,
+                share(entry.client_errors, entry.requests),
+                share(entry.server_errors, entry.requests),
+                milliseconds(entry.p50_ms),
+                milliseconds(entry.p95_ms),
+            ]
+            for entry in summary.flags
+        ],
+        width,
+    )
 
 
 def _underused(summary: UsageSummary, width: int) -> list[str]:
