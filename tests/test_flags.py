@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import httpx
 import pytest
+from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -25,6 +26,8 @@ from apiusage import ConfigurationError, UsageClient
 from apiusage.feature_flags.local import parse_flag
 from apiusage.sinks.memory import MemorySink
 from apiusage.testing import force_flags
+from fastapi_apiusage import ApiUsage as FastApiUsage
+from fastapi_apiusage import Flag
 from tests.adapters.drivers import IDENTITY_SECRET
 from tests.support.capture_server import CaptureServer
 
@@ -385,5 +388,75 @@ def test_posthog_down_at_start_up_answers_defaults_without_stalling(
         posthog_flags.flag_definitions = posthog_definitions(rollout=100)  # back
         assert client.flags.remote is not None
         wait_until(lambda: send(app, caller("usr_1", "org_1"))[0]["pagination"] is True)
+    finally:
+        client.close(5)
+
+
+# ------------------------------------------------------------------ framework idioms
+def current_user(request: Request) -> str:
+    """An app's own auth dependency (FastAPI resolves these annotations from the module)."""
+    request.state.user = {"id": "usr_vip", "organisation_id": "org_1"}
+    return "usr_vip"
+
+
+def test_fastapi_flag_dependency_and_the_flags_header() -> None:
+    sink = MemorySink()
+    app = FastAPI()
+
+    @app.get("/v1/items")
+    def items(
+        user: Annotated[str, Depends(current_user)],
+        beta: Annotated[bool, Flag("beta")],
+        kill: Annotated[bool, Flag("kill-switch", True)],
+    ) -> dict[str, bool]:
+        return {"beta": beta, "kill": kill}
+
+    FastApiUsage(app, sink=sink, identity_secret=IDENTITY_SECRET, flags=FLAGS, flags_header=True)
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await http.get("/v1/items")
+
+    response = anyio.run(run)
+    assert response.json() == {"beta": True, "kill": False}
+    assert response.headers["x-feature-flags"] == "beta=true, kill-switch=false"
+    assert app._apiusage.client.flush(10)  # type: ignore[attr-defined]
+    (event,) = sink.named("api_request")
+    assert event.properties["$active_feature_flags"] == ["beta"]
+
+
+def test_flask_views_and_the_flags_header() -> None:
+    from flask import Flask, g
+    from werkzeug.test import Client
+
+    from flask_apiusage import ApiUsage
+
+    sink = MemorySink()
+    app = Flask(__name__)
+
+    @app.get("/v1/items")
+    def items() -> dict[str, Any]:
+        g.user = {"id": "usr_vip"}
+        return {"beta": apiusage.flag("beta")}
+
+    ApiUsage(app, sink=sink, identity_secret=IDENTITY_SECRET, flags=FLAGS, flags_header=True)
+    response = Client(app).get("/v1/items", buffered=True)
+    assert response.json == {"beta": True}
+    assert response.headers["X-Feature-Flags"] == "beta=true"
+    assert ApiUsage.client_for(app).flush(10)
+    assert sink.named("api_request")[0].properties["$feature/beta"] is True
+
+
+def test_without_the_setting_no_header_is_added() -> None:
+    client = UsageClient(sink=MemorySink(), identity_secret=IDENTITY_SECRET, flags=FLAGS)
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=flags_app(client, []))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await http.get("/v1/items", headers=caller("usr_1", "org_1"))
+
+    try:
+        assert "x-feature-flags" not in anyio.run(run).headers
     finally:
         client.close(5)

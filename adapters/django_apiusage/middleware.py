@@ -20,6 +20,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponseBase
 
 from apiusage import ConfigurationError, Recording, annotate
+from apiusage.feature_flags import FLAGS_HEADER, flags_header_value
 from django_apiusage import conf
 from django_apiusage.reading import RequestState, drf_auth_method, record_exception, route_template
 
@@ -84,6 +85,9 @@ class ApiUsageMiddleware:
         length = meta.get("CONTENT_LENGTH")
         if length and str(length).isdigit():
             recording.received(int(length))
+        # What the app attaches (request.user) is visible from the start, for what needs
+        # the caller during the view (feature flags); the response refines it (DRF).
+        annotate(request=request, state=RequestState(request, None))
         return recording
 
     def _annotate(self, request: HttpRequest, response: HttpResponseBase | None) -> None:
@@ -116,6 +120,9 @@ class ApiUsageMiddleware:
                     method = request.method or "GET"
                     for name, value in notices.headers_for(method, route_template(route)):
                         response[name] = value
+        flags = recording.record.flags
+        if flags and self.client.settings.flags_header and not response.has_header(FLAGS_HEADER):
+            response[FLAGS_HEADER] = flags_header_value(flags)
         if recording.measures:
             recording.response_started(response.status_code)
             with self._measuring_guard:

@@ -8,7 +8,8 @@ session is closed, and reading it while the session is open runs a query. So the
 watch the request state and read the caller when the app attaches it: the ASGI
 middleware makes ``scope["state"]`` a :class:`WatchedState`, the Flask extension makes
 ``g`` of a :func:`watching_class`. :func:`identity_from_state` then uses what was read
-then (or the error it raised), and only reads unwatched state late.
+then (or the error it raised), and only reads unwatched state late. (So does a feature
+flag asked for in the handler, before the request ends.)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from apiusage.caller import MAX_ID_LENGTH, Identity, as_identity
+from apiusage.recording import annotate
 
 __all__ = [
     "ID_FIELDS",
@@ -187,6 +189,9 @@ def watching_class(base: type[_T], watching: Iterable[str]) -> type[_T]:
             parent.__setattr__(self, name, value)
             if name in names:
                 self.captured[name] = capture(value)
+                # The request's state is here from now on, for what needs the caller
+                # before the request ends (feature flags).
+                annotate(state=self)
 
         def __delattr__(self, name: str) -> None:
             parent.__delattr__(self, name)

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.core.checks import ERROR, WARNING, run_checks
 from django.core.handlers.asgi import ASGIHandler
@@ -400,3 +400,35 @@ def test_static_and_media_urls_are_not_recorded(driver: DjangoDriver) -> None:
     driver.request("GET", "/static/app.css")
     driver.request("GET", "/v1/items/1", headers=ALICE)
     assert [event.properties["route"] for event in driver.events()] == ["/v1/items/{item_id}"]
+
+
+def _flagged(request: Any) -> Any:
+    from django.http import JsonResponse
+
+    return JsonResponse({"beta": apiusage.flag("beta")})
+
+
+urlpatterns: list[Any] = []  # filled by the test below (a ROOT_URLCONF of its own)
+
+
+@pytest.mark.parametrize("transport", ["django", "django-asgi"])
+def test_flags_in_a_view_and_the_flags_header(project: ModuleType, transport: str) -> None:
+    from django.urls import path
+
+    urlpatterns[:] = [path("v1/flagged", _flagged), *project.urlpatterns]
+    driver = make_driver(transport)
+    assert isinstance(driver, DjangoDriver)
+    driver.start(flags={"beta": {"callers": ["usr_alice"]}}, flags_header=True)
+    try:
+        with override_settings(ROOT_URLCONF=__name__):
+            if transport == "django":
+                response = driver.http.get("/v1/flagged", headers=ALICE)
+            else:
+                response = async_to_sync(driver.http.get)("/v1/flagged", headers=ALICE)
+        assert response.json() == {"beta": True}
+        assert response.headers["X-Feature-Flags"] == "beta=true"
+        (event,) = driver.events()
+        assert event.distinct_id == "usr_alice"
+        assert event.properties["$feature/beta"] is True
+    finally:
+        driver.close()

@@ -32,7 +32,19 @@ if TYPE_CHECKING:
     from apiusage.feature_flags.posthog import PostHogFlags
     from apiusage.health import Stats
 
-__all__ = ["FlagService", "FlagValue", "flag", "flags"]
+__all__ = ["FLAGS_HEADER", "FlagService", "FlagValue", "flag", "flags", "flags_header_value"]
+
+#: The response header naming the flags a request was served with (``flags_header``).
+FLAGS_HEADER = "X-Feature-Flags"
+
+
+def flags_header_value(answers: Mapping[str, FlagValue]) -> str:
+    """``new-pagination=true, widgets-v3=v3``: the answers, for a response header."""
+    return ", ".join(
+        f"{key}={('true' if value else 'false') if isinstance(value, bool) else value}"
+        for key, value in sorted(answers.items())
+    )
+
 
 #: Values forced by tests, by flag key (see :func:`apiusage.testing.force_flags`).
 _forced: dict[str, FlagValue] = {}

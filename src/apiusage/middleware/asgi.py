@@ -25,6 +25,7 @@ from apiusage import lifetime
 from apiusage.attached import WatchedState
 from apiusage.client import UsageClient
 from apiusage.detect.routes import asgi_route_template
+from apiusage.feature_flags import flags_header_value
 from apiusage.identity import Resolver
 from apiusage.notices import DeprecationNotices
 from apiusage.offload import run_in_thread
@@ -94,6 +95,7 @@ class ASGIMiddleware:
         self.framework = self.client.settings.framework
         self._finishing_guard = self.client.stats.guard("finishing a request")
         self._watching = self.client.watched_attributes
+        self._flags_header = self.client.settings.flags_header
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -126,6 +128,7 @@ class ASGIMiddleware:
             return
         record = recording.record
         notices = self.client.notices
+        flags_header = self._flags_header
         # request.state writes to scope["state"]: watched, the caller is read as the app
         # attaches it (see apiusage.attached), while its objects are alive.
         state = scope.get("state")
@@ -150,6 +153,8 @@ class ASGIMiddleware:
                 record.status = message["status"]
                 if notices is not None:
                     message = _with_notice(message, notices, scope, record)
+                if flags_header and record.flags:
+                    message = _with_flags(message, record.flags)
             try:
                 await send(message)
             except OSError:
@@ -183,6 +188,15 @@ class ASGIMiddleware:
             await send(message)
 
         return lifespan_send
+
+
+def _with_flags(message: Any, answers: dict[str, bool | str]) -> Any:
+    """``http.response.start`` naming the flags the request was served with."""
+    existing = message.get("headers", ())
+    if any(name.lower() == b"x-feature-flags" for name, _ in existing):
+        return message  # said already (Django's middleware inside)
+    value = flags_header_value(answers).encode("latin-1", "replace")
+    return {**message, "headers": [*existing, (b"x-feature-flags", value)]}
 
 
 def _with_notice(

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from apiusage.client import UsageClient
+from apiusage.feature_flags import FLAGS_HEADER, flags_header_value
 from apiusage.identity import Resolver
 from apiusage.record import RequestRecord, exception_name
 from apiusage.recording import IGNORED_REQUEST, Recording, current
@@ -47,6 +48,7 @@ class WSGIMiddleware:
         self.client = use_client(
             client, identify=identify, sink=sink, posthog_client=posthog_client, **settings
         )
+        self._flags_header = self.client.settings.flags_header
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
@@ -84,7 +86,7 @@ class WSGIMiddleware:
             if stream is not None:
                 environ["wsgi.input"] = _CountingInput(stream, record)
 
-        response = _RecordedResponse(recording, start_response)
+        response = _RecordedResponse(recording, start_response, self._flags_header)
         # The request is current only while app code runs (here, and in the body's
         # iteration and close()): a response that is never closed, as with test clients,
         # must not stay current and make every later request in this thread look nested.
@@ -118,12 +120,21 @@ class _RecordedResponse:
     ``close()``, which servers call after the last byte is written.
     """
 
-    __slots__ = ("_finished", "_headers", "_record", "_recording", "_start_response", "iterable")
+    __slots__ = (
+        "_finished",
+        "_flags_header",
+        "_headers",
+        "_record",
+        "_recording",
+        "_start_response",
+        "iterable",
+    )
 
-    def __init__(self, recording: Recording, start_response: StartResponse):
+    def __init__(self, recording: Recording, start_response: StartResponse, flags_header: bool):
         self._recording = recording
         self._record = recording.record
         self._start_response = start_response
+        self._flags_header = flags_header
         self._headers: list[tuple[str, str]] = []
         self._finished = False
         self.iterable: Iterable[bytes] = ()
@@ -135,6 +146,13 @@ class _RecordedResponse:
             self._record.status = int(status[:3])
         except ValueError:
             self._record.status = None
+        flags = self._record.flags
+        if (
+            self._flags_header
+            and flags
+            and not any(name.lower() == "x-feature-flags" for name, _ in headers)
+        ):
+            headers = [*headers, (FLAGS_HEADER, flags_header_value(flags))]
         self._headers = headers
         if exc_info is None:
             return self._start_response(status, headers)
