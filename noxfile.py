@@ -203,6 +203,7 @@ BENCHMARKS = {
     "memory": "benchmarks/bench_memory.py",  # bytes per queued record
     "faults": "benchmarks/bench_faults.py",  # loss and cost per flush strategy under faults
     "report": "benchmarks/bench_report.py",  # store size and report time at 1M events
+    "flags": "benchmarks/bench_flags.py",  # apiusage.flag() against the posthog client
     "instructions": "benchmarks/instructions.py",  # request path under callgrind
     "total_instructions": "benchmarks/total_instructions.py",  # whole process, callgrind
 }

@@ -460,3 +460,101 @@ def test_without_the_setting_no_header_is_added() -> None:
         assert "x-feature-flags" not in anyio.run(run).headers
     finally:
         client.close(5)
+
+
+def mixed_definitions() -> dict[str, Any]:
+    """Plain rollouts (apiusage evaluates them) and flags only the client can evaluate."""
+    base = posthog_definitions()
+    base["flags"] += [
+        {  # by person, 35 %
+            "id": 3,
+            "key": "person-rollout",
+            "active": True,
+            "filters": {"groups": [{"properties": [], "rollout_percentage": 35}]},
+        },
+        {  # every one (no rollout given)
+            "id": 4,
+            "key": "everyone",
+            "active": True,
+            "filters": {"groups": [{"properties": []}]},
+        },
+        {"id": 5, "key": "switched-off", "active": False, "filters": {"groups": []}},
+        {  # a person-property condition: the client's evaluator
+            "id": 6,
+            "key": "pro-plan",
+            "active": True,
+            "filters": {
+                "groups": [
+                    {
+                        "properties": [
+                            {"key": "plan", "value": ["pro"], "operator": "exact", "type": "person"}
+                        ],
+                        "rollout_percentage": 100,
+                    }
+                ]
+            },
+        },
+        {  # two conditions: the client's evaluator
+            "id": 7,
+            "key": "two-conditions",
+            "active": True,
+            "filters": {
+                "groups": [
+                    {"properties": [], "rollout_percentage": 10},
+                    {"properties": [], "rollout_percentage": 40},
+                ]
+            },
+        },
+    ]
+    return base
+
+
+def test_posthogs_plain_rollouts_evaluated_by_apiusage_agree_with_the_client(
+    posthog_flags: CaptureServer,
+) -> None:
+    from posthog import Posthog
+
+    from apiusage.feature_flags.posthog import PostHogFlags, plain_rollout
+    from apiusage.health import Stats
+
+    posthog_flags.flag_definitions = mixed_definitions()
+    posthog = Posthog(
+        "phc_test", host=posthog_flags.url, secret_key=posthog_flags.flags_key, send=False
+    )
+    posthog.load_feature_flags()
+    flags = PostHogFlags(posthog, "organisation", Stats(), owned=True)
+    try:
+        mapping = {"0": "organisation"}
+        plain = {
+            d["key"]
+            for d in mixed_definitions()["flags"]
+            if plain_rollout(d, mapping, "organisation")
+        }
+        assert plain == {
+            "new-pagination",
+            "widgets-v3",
+            "person-rollout",
+            "everyone",
+            "switched-off",
+        }
+        for number in range(200):
+            identity = apiusage.Identity(
+                f"usr_{number}",
+                organisation=f"org_{number % 40}",
+                person_properties={"plan": "pro" if number % 3 == 0 else "free"},
+            )
+            snapshot = posthog.evaluate_flags(
+                identity.distinct_id,
+                groups={"organisation": identity.organisation},
+                person_properties=dict(identity.person_properties),
+                only_evaluate_locally=True,
+            )
+            theirs = {
+                key: snapshot.get_flag(key, send_feature_flag_events=False) for key in snapshot.keys
+            }
+            assert flags.evaluate(None, identity) == theirs
+            for key in theirs:  # one at a time, as apiusage.flag() asks
+                assert flags.evaluate([key], identity) == {key: theirs[key]}
+    finally:
+        flags.close()
+        posthog.shutdown()

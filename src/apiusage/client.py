@@ -347,17 +347,16 @@ class UsageClient:
         and errors are reported then."""
         if record.identity_pinned:
             return record.identity
-        view = RequestView(record)
         try:
             attributes = self._state_attributes
             if attributes is not None:
                 identity = identity_from_state(state_of(record), record.scope, attributes)
             else:
-                identity, _ = self.resolver.resolve_sync(view, quiet=True)
+                identity, _ = self.resolver.resolve_sync(RequestView(record), quiet=True)
         except Exception:
             identity = None
         if identity is None:
-            found = self.fallback_resolver.resolve_sync(view, quiet=True)[0]
+            found = self.fallback_resolver.resolve_sync(RequestView(record), quiet=True)[0]
             identity = found if isinstance(found, Identity) else None
         return identity
 

@@ -83,6 +83,8 @@ class RequestRecord:
     journey: list[JourneyEvent] | None = None
     #: Feature flags answered during the request, by key (see :mod:`apiusage.feature_flags`).
     flags: dict[str, bool | str] | None = None
+    #: Flags asked for during the request that had no answer (their default applied).
+    unanswered: set[str] | None = None
     #: The client recording the request, while it is handled (flags are its flags).
     client: Any = None
     #: Estimated bytes the record holds while queued (the queue's byte bound counts it).

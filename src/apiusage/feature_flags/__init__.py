@@ -20,6 +20,7 @@ an unknown flag answers the default, with a rate-limited warning naming it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,9 @@ def flags_header_value(answers: Mapping[str, FlagValue]) -> str:
         for key, value in sorted(answers.items())
     )
 
+
+#: How often a flag without an answer is said to have none (seconds).
+_SAY_EVERY = 60.0
 
 #: Values forced by tests, by flag key (see :func:`apiusage.testing.force_flags`).
 _forced: dict[str, FlagValue] = {}
@@ -74,6 +78,10 @@ class FlagService:
         self.definitions = dict(definitions)
         self.remote = remote
         self._stats = stats
+        #: Made once: ``flag()`` runs on the request path.
+        self.guard = stats.guard("evaluating a feature flag")
+        #: When each flag without an answer was last said to have none.
+        self._said: dict[str, float] = {}
 
     @classmethod
     def from_definitions(
@@ -84,8 +92,11 @@ class FlagService:
     def evaluate(self, keys: list[str] | None, caller: Identity | None) -> dict[str, FlagValue]:
         """The answers for ``caller`` of ``keys`` (every known flag when ``None``); a flag
         no one defines, or that has no answer yet, is left out."""
+        remote = self.remote
+        if not _forced and not self.definitions:  # PostHog's flags only: the common case
+            return {} if remote is None or caller is None else remote.evaluate(keys, caller)
         found: dict[str, FlagValue] = {}
-        wanted = keys if keys is not None else None
+        wanted = keys
         if _forced:
             with _forced_lock:
                 forced = dict(_forced)
@@ -95,7 +106,6 @@ class FlagService:
         for key, definition in self.definitions.items():
             if key not in found and (wanted is None or key in wanted):
                 found[key] = definition.evaluate(caller)
-        remote = self.remote
         if remote is not None and caller is not None:
             missing = None if wanted is None else [key for key in wanted if key not in found]
             if missing is None or missing:
@@ -105,6 +115,12 @@ class FlagService:
 
     def not_found(self, key: str, default: FlagValue) -> None:
         """Say (rate-limited) that ``key`` has no answer, and which default applies."""
+        now = time.monotonic()
+        if now - self._said.get(key, -_SAY_EVERY) < _SAY_EVERY:
+            return  # said lately: a flag asked for on every request costs nothing more
+        if len(self._said) > 1000:
+            self._said.clear()
+        self._said[key] = now
         remote = self.remote
         if remote is not None and not remote.ready:
             why = "PostHog's flag definitions have not arrived yet"
@@ -157,10 +173,13 @@ def flag(
         known = record.flags
         if known is not None and key in known:
             return known[key]
+        unanswered = record.unanswered
+        if unanswered is not None and key in unanswered:
+            return default
     client = _client_of(record if in_request else None)
     if client is None:
         return default
-    with client.stats.guard("evaluating a feature flag"):
+    with client.flags.guard:
         if in_request:
             assert record is not None
             answers = client.flags.evaluate([key], client.caller_now(record))
@@ -169,6 +188,9 @@ def flag(
                     record.flags = {}
                 record.flags[key] = answers[key]
                 return answers[key]
+            if record.unanswered is None:
+                record.unanswered = set()
+            record.unanswered.add(key)
         else:
             caller = _explicit_caller(distinct_id, organisation)
             answers = client.flags.evaluate([key], caller)
@@ -188,7 +210,7 @@ def flags(
     client = _client_of(record if in_request else None)
     if client is None:
         return {}
-    with client.stats.guard("evaluating feature flags"):
+    with client.flags.guard:
         if not in_request:
             return client.flags.evaluate(None, _explicit_caller(distinct_id, organisation))
         assert record is not None
