@@ -558,3 +558,32 @@ def test_posthogs_plain_rollouts_evaluated_by_apiusage_agree_with_the_client(
     finally:
         flags.close()
         posthog.shutdown()
+
+
+def test_a_handed_in_posthog_client_with_a_secret_key_turns_flags_on(
+    posthog_flags: CaptureServer,
+) -> None:
+    from posthog import Posthog
+
+    posthog = Posthog(
+        "phc_test", host=posthog_flags.url, secret_key=posthog_flags.flags_key, send=False
+    )
+    client = UsageClient(posthog_client=posthog, identity_secret=IDENTITY_SECRET, spool="off")
+    try:
+        remote = client.flags.remote
+        assert remote is not None
+        wait_until(lambda: remote.ready)
+        org_in = next(
+            org
+            for org in ORGANISATIONS
+            if parse_flag("new-pagination", FLAGS["new-pagination"]).evaluate(
+                apiusage.Identity("x", organisation=org)
+            )
+        )
+        identity = apiusage.Identity("usr_1", organisation=org_in)
+        assert client.flags.evaluate(["new-pagination"], identity) == {"new-pagination": True}
+    finally:
+        client.close(5)
+    assert posthog.poller is not None
+    assert posthog.poller.is_alive()
+    posthog.shutdown()

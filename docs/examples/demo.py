@@ -79,7 +79,7 @@ def authenticated(handler):  # type: ignore[no-untyped-def]
         user = authenticate(request)
         if user is None:
             return JSONResponse({"error": "unauthorised"}, status_code=401)
-        request.state.user = user  # apiusage's built-in resolver reads this after the handler
+        request.state.user = user  # apiusage reads the caller as it is attached here
         return await handler(request, user)
 
     return endpoint
@@ -116,7 +116,11 @@ async def create_project(request: Request, user: User) -> Response:
 
 @authenticated
 async def get_project(request: Request, user: User) -> Response:
-    return JSONResponse({"id": int(request.path_params["project_id"]), "name": "demo"})
+    project = {"id": int(request.path_params["project_id"]), "name": "demo"}
+    # An experiment on API behaviour: half of the organisations get compact projects.
+    if apiusage.flag("compact-projects"):
+        return JSONResponse([project["id"], project["name"]])
+    return JSONResponse(project)
 
 
 @authenticated
@@ -154,6 +158,8 @@ def _versioned_routes() -> list[Route]:
 
 #: The sign-up journey, as the report shows it: callers reaching each step, in order.
 JOURNEYS = {"onboarding": ["signup", "login", "project_create", "widget_create"]}
+#: A feature flag defined offline: rolled out to half of the organisations.
+FLAGS = {"compact-projects": {"rollout": 50, "by": "organisation"}}
 
 
 def build_app(store: Path) -> tuple[Starlette, apiusage.UsageClient]:
@@ -168,6 +174,7 @@ def build_app(store: Path) -> tuple[Starlette, apiusage.UsageClient]:
         app,
         store=store,
         journeys=JOURNEYS,
+        flags=FLAGS,
         identity_secret="demo-identity-secret-not-for-production",
     )
     return app, usage.client
