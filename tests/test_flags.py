@@ -587,3 +587,50 @@ def test_a_handed_in_posthog_client_with_a_secret_key_turns_flags_on(
     assert posthog.poller is not None
     assert posthog.poller.is_alive()
     posthog.shutdown()
+
+
+def test_malformed_posthog_definitions_answer_defaults_and_never_raise(
+    posthog_flags: CaptureServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    definitions = posthog_definitions()
+    definitions["flags"] += [
+        {"id": 8, "key": "garbled", "active": True, "filters": {"groups": "nonsense"}},
+        {
+            "id": 9,
+            "key": "unknown-operator",
+            "active": True,
+            "filters": {
+                "groups": [
+                    {
+                        "properties": [
+                            {"key": "plan", "value": "x", "operator": "bogus", "type": "person"}
+                        ],
+                        "rollout_percentage": 100,
+                    }
+                ]
+            },
+        },
+        {"id": 10, "key": "no-filters", "active": True},
+        {"key": None, "active": True, "filters": {}},
+    ]
+    posthog_flags.flag_definitions = definitions
+    client = UsageClient(**posthog_client_settings(posthog_flags))
+    remote = client.flags.remote
+    assert remote is not None
+    wait_until(lambda: remote.ready)
+
+    def handler(request: Request) -> JSONResponse:
+        request.state.user = {"id": "usr_1", "organisation_id": "org_1"}
+        keys = ["garbled", "unknown-operator", "no-filters", "new-pagination"]
+        return JSONResponse({key: apiusage.flag(key, "default") for key in keys})
+
+    app = apiusage.ASGIMiddleware(Starlette(routes=[Route("/v1/items", handler)]), client=client)
+    try:
+        with caplog.at_level(logging.WARNING, logger="apiusage"):
+            (reply,) = send(app, {})
+    finally:
+        client.close(5)
+    assert reply["garbled"] == "default"
+    assert reply["unknown-operator"] == "default"
+    assert reply["new-pagination"] in (True, False)  # the good flags still answer
+    assert "'garbled' has no answer" in caplog.text
