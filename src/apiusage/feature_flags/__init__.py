@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from apiusage.caller import MAX_ID_LENGTH, Identity
-from apiusage.feature_flags.local import FlagValue, LocalFlag, parse_flags
+from apiusage.feature_flags.local import FlagValue, LocalFlag
 from apiusage.recording import IGNORED_REQUEST, current
 
 if TYPE_CHECKING:
@@ -83,12 +83,6 @@ class FlagService:
         #: When each flag without an answer was last said to have none.
         self._said: dict[str, float] = {}
 
-    @classmethod
-    def from_definitions(
-        cls, definitions: Mapping[str, Any], remote: PostHogFlags | None, stats: Stats
-    ) -> FlagService:
-        return cls(parse_flags(definitions), remote, stats)
-
     def evaluate(self, keys: list[str] | None, caller: Identity | None) -> dict[str, FlagValue]:
         """The answers for ``caller`` of ``keys`` (every known flag when ``None``); a flag
         no one defines, or that has no answer yet, is left out."""
@@ -103,8 +97,10 @@ class FlagService:
             for key in wanted if wanted is not None else forced:
                 if key in forced:
                     found[key] = forced[key]
-        for key, definition in self.definitions.items():
-            if key not in found and (wanted is None or key in wanted):
+        definitions = self.definitions
+        for key in definitions if wanted is None else wanted:
+            definition = definitions.get(key)
+            if definition is not None and key not in found:
                 found[key] = definition.evaluate(caller)
         if remote is not None and caller is not None:
             missing = None if wanted is None else [key for key in wanted if key not in found]
