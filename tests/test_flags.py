@@ -118,7 +118,8 @@ def test_local_rollouts_agree_with_posthogs_own_evaluation(
     posthog_flags: CaptureServer,
 ) -> None:
     """Who is in a rollout is PostHog's hash: the same organisations get the same answers
-    here, offline, as PostHog's local evaluation gives them."""
+    here, offline, as PostHog's local evaluation gives them (``get_all_flags``: the
+    client's evaluator in every supported ``posthog`` version, and it sends nothing)."""
     from posthog import Posthog
 
     posthog = Posthog(
@@ -133,14 +134,12 @@ def test_local_rollouts_agree_with_posthogs_own_evaluation(
         ours, theirs = {}, {}
         for org in ORGANISATIONS:
             identity = apiusage.Identity(f"usr_{org}", organisation=org)
-            snapshot = posthog.evaluate_flags(
-                identity.distinct_id,
-                groups={"organisation": org},
-                only_evaluate_locally=True,
+            answers = posthog.get_all_flags(
+                identity.distinct_id, groups={"organisation": org}, only_evaluate_locally=True
             )
             for key, flag in local.items():
                 ours[org, key] = flag.evaluate(identity)
-                theirs[org, key] = snapshot.get_flag(key, send_feature_flag_events=False)
+                theirs[org, key] = (answers or {}).get(key)
     finally:
         posthog.shutdown()
     assert ours == theirs
@@ -543,15 +542,12 @@ def test_posthogs_plain_rollouts_evaluated_by_apiusage_agree_with_the_client(
                 organisation=f"org_{number % 40}",
                 person_properties={"plan": "pro" if number % 3 == 0 else "free"},
             )
-            snapshot = posthog.evaluate_flags(
+            theirs = posthog.get_all_flags(
                 identity.distinct_id,
                 groups={"organisation": identity.organisation},
                 person_properties=dict(identity.person_properties),
                 only_evaluate_locally=True,
             )
-            theirs = {
-                key: snapshot.get_flag(key, send_feature_flag_events=False) for key in snapshot.keys
-            }
             assert flags.evaluate(None, identity) == theirs
             for key in theirs:  # one at a time, as apiusage.flag() asks
                 assert flags.evaluate([key], identity) == {key: theirs[key]}

@@ -11,10 +11,11 @@ import threading
 import types
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
+from litestar.params import Parameter
 from werkzeug.test import Client
 
 import apiusage
@@ -325,12 +326,12 @@ def test_inventories_of_equal_routes_are_equal_whatever_their_order() -> None:
 
 
 async def test_litestar_routes_through_the_documented_route_source() -> None:
-    from typing import Annotated
-
     from litestar import Litestar, Router, get, post
-    from litestar.params import Parameter
 
     from apiusage.inventory import litestar_routes, routes_of_live_app
+
+    # Annotations are strings here (from __future__): Litestar resolves them in this
+    # module's globals, so Parameter is imported at the top.
 
     @get("/items/{item_id:int}", deprecated=True)
     async def item(item_id: Annotated[int, Parameter()]) -> dict[str, int]:

@@ -424,7 +424,11 @@ def test_flags_in_a_view_and_the_flags_header(project: ModuleType, transport: st
             if transport == "django":
                 response = driver.http.get("/v1/flagged", headers=ALICE)
             else:
-                response = async_to_sync(driver.http.get)("/v1/flagged", headers=ALICE)
+
+                async def get() -> Any:
+                    return await driver.http.get("/v1/flagged", headers=ALICE)
+
+                response = async_to_sync(get)()
         assert response.json() == {"beta": True}
         assert response.headers["X-Feature-Flags"] == "beta=true"
         (event,) = driver.events()

@@ -25,7 +25,7 @@ class _AnyName(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        value = type(name, (Exception,), {})
+        value = type(name, (Exception,), {"__module__": self.__name__})
         setattr(self, name, value)
         return value
 
@@ -51,7 +51,13 @@ def _parser() -> Any:
 def parse_select(query: str) -> dict[str, Any]:
     """The query's AST as JSON; :class:`HogQLSyntaxError` with PostHog's message if it
     is not valid HogQL."""
-    tree: dict[str, Any] = json.loads(_parser().parse_select_json(query))
+    try:
+        text = _parser().parse_select_json(query)
+    except Exception as exc:  # older parsers raise PostHog's errors (the stand-ins above)
+        if type(exc).__module__.startswith("posthog.hogql"):
+            raise HogQLSyntaxError(f"{exc}: {query}") from None
+        raise
+    tree: dict[str, Any] = json.loads(text)
     if tree.get("error"):
         raise HogQLSyntaxError(f"{tree.get('message')} at {tree.get('start')}: {query}")
     return tree

@@ -15,6 +15,7 @@ them on the request path when asked, so this never asks it before they are loade
 
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import Any
 
@@ -39,6 +40,9 @@ class PostHogFlags:
         #: The plain rollouts of the definitions last seen (re-read when they change).
         self._plain: dict[str, LocalFlag] = {}
         self._plain_of: object = None
+        #: Whether the client's snapshots can be read without sending events (posthog
+        #: 7.91 and later); found out at the first evaluation.
+        self._reads_quietly: bool | None = None
 
     def start(self) -> None:
         """Fetch the definitions in the background (and start the client's poller)."""
@@ -84,23 +88,43 @@ class PostHogFlags:
         elif not rest:
             return found
         organisation = caller.organisation
-        snapshot = self.client.evaluate_flags(
-            caller.distinct_id,
-            groups=None if organisation is None else {self._group: organisation},
-            person_properties=dict(caller.person_properties) or None,
-            group_properties=(
-                {self._group: dict(caller.organisation_properties)}
-                if organisation is not None and caller.organisation_properties
-                else None
-            ),
-            only_evaluate_locally=True,
-            flag_keys=rest,
+        groups = None if organisation is None else {self._group: organisation}
+        person_properties = dict(caller.person_properties) or None
+        group_properties = (
+            {self._group: dict(caller.organisation_properties)}
+            if organisation is not None and caller.organisation_properties
+            else None
         )
-        for key in snapshot.keys if rest is None else rest:
-            if key in found:
-                continue
-            value = snapshot.get_flag(key, send_feature_flag_events=False)
-            if isinstance(value, (bool, str)):
+        if self._reads_quietly is None:
+            self._reads_quietly = _snapshots_read_quietly()
+        if self._reads_quietly:
+            snapshot = self.client.evaluate_flags(
+                caller.distinct_id,
+                groups=groups,
+                person_properties=person_properties,
+                group_properties=group_properties,
+                only_evaluate_locally=True,
+                flag_keys=rest,
+            )
+            answers = {
+                key: snapshot.get_flag(key, send_feature_flag_events=False)
+                for key in (snapshot.keys if rest is None else rest)
+            }
+        else:  # an older posthog, whose snapshots send an event per read: no snapshot
+            answers = (
+                self.client.get_all_flags(
+                    caller.distinct_id,
+                    groups=groups,
+                    person_properties=person_properties,
+                    group_properties=group_properties,
+                    only_evaluate_locally=True,
+                )
+                or {}
+            )
+            if rest is not None:
+                answers = {key: answers.get(key) for key in rest}
+        for key, value in answers.items():
+            if key not in found and isinstance(value, (bool, str)):
                 found[key] = value
         return found
 
@@ -167,3 +191,15 @@ def plain_rollout(
         by=by,  # type: ignore[arg-type]
         variants=tuple((str(name), float(share)) for name, share in variants),
     )
+
+
+def _snapshots_read_quietly() -> bool:
+    """Whether ``FeatureFlagEvaluations.get_flag`` takes ``send_feature_flag_events``:
+    older ``posthog`` versions send ``$feature_flag_called`` on every read, and apiusage
+    sends its own (once per caller, flag and answer)."""
+    try:
+        from posthog.feature_flag_evaluations import FeatureFlagEvaluations
+    except ImportError:
+        return False
+    parameters = inspect.signature(FeatureFlagEvaluations.get_flag).parameters
+    return "send_feature_flag_events" in parameters
