@@ -630,3 +630,37 @@ def test_malformed_posthog_definitions_answer_defaults_and_never_raise(
     assert reply["unknown-operator"] == "default"
     assert reply["new-pagination"] in (True, False)  # the good flags still answer
     assert "'garbled' has no answer" in caplog.text
+
+
+def test_a_changed_flags_file_is_read_again_and_a_broken_one_keeps_the_last(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ops roll a flag out by editing the file: no restart."""
+    import os
+
+    import apiusage.feature_flags
+
+    monkeypatch.setattr(apiusage.feature_flags, "FILE_CHECK_EVERY", 0.0)
+    path = tmp_path / "flags.json"
+    path.write_text('{"widgets-v3": {"rollout": 0}}')
+    client = UsageClient(sink=MemorySink(), identity_secret=IDENTITY_SECRET, flags_file=path)
+    caller = apiusage.Identity("usr_1", organisation="org_1")
+
+    def rewrite(text: str, seconds_later: int) -> None:
+        path.write_text(text)
+        stamp = os.stat(path).st_mtime + seconds_later
+        os.utime(path, (stamp, stamp))
+
+    try:
+        assert client.flags.evaluate(["widgets-v3"], caller) == {"widgets-v3": False}
+        rewrite('{"widgets-v3": {"rollout": 100}}', 1)
+        assert client.flags.evaluate(["widgets-v3"], caller) == {"widgets-v3": True}
+        with caplog.at_level(logging.WARNING, logger="apiusage"):
+            rewrite('{"widgets-v3": {"rollout": 150}}', 2)
+            assert client.flags.evaluate(["widgets-v3"], caller) == {"widgets-v3": True}
+        assert "rollout is a share from 0 to 100" in caplog.text
+        assert "keep their last good definitions" in caplog.text
+        path.unlink()  # gone: the last definitions stand
+        assert client.flags.evaluate(["widgets-v3"], caller) == {"widgets-v3": True}
+    finally:
+        client.close(5)

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from apiusage.config import ConfigurationError, Settings
 from apiusage.feature_flags import FlagService
-from apiusage.feature_flags.local import parse_flags, read_flags_file
+from apiusage.feature_flags.local import FlagsFile, parse_flags
 from apiusage.feature_flags.posthog import PostHogFlags
 from apiusage.health import Stats, logger
 from apiusage.private_paths import owned_privately, private_directory
@@ -75,15 +75,15 @@ def default_sink(settings: Settings, posthog_client: Any, stats: Stats) -> Sink:
 def flag_service(settings: Settings, posthog_client: Any, stats: Stats) -> FlagService:
     """The client's flags: its own definitions (the ``flags`` setting over ``flags_file``)
     and, with a flags key or a handed-in client that has one, PostHog's."""
-    definitions: dict[str, Any] = {}
     try:
-        if settings.flags_file is not None:
-            definitions.update(read_flags_file(settings.flags_file))
-        definitions.update(settings.flags)
-        local = parse_flags(definitions)
+        local = parse_flags(settings.flags)
     except ValueError as exc:
-        setting = "flags_file (APIUSAGE_FLAGS_FILE)" if settings.flags_file else "flags"
-        raise ConfigurationError(f"{setting}: {exc}") from None
+        raise ConfigurationError(f"flags: {exc}") from None
+    file = None if settings.flags_file is None else FlagsFile(settings.flags_file)
+    try:
+        file_definitions = file.load() if file is not None else None
+    except ValueError as exc:
+        raise ConfigurationError(f"flags_file (APIUSAGE_FLAGS_FILE): {exc}") from None
     remote = None
     if posthog_client is not None and (
         getattr(posthog_client, "secret_key", None)
@@ -115,7 +115,7 @@ def flag_service(settings: Settings, posthog_client: Any, stats: Stats) -> FlagS
         remote = PostHogFlags(client, settings.organisation_group, stats, owned=True)
     if remote is not None:
         remote.start()
-    return FlagService(local, remote, stats)
+    return FlagService(local, remote, stats, file=file, file_definitions=file_definitions)
 
 
 def _warn_if_in_clear(host: str) -> None:

@@ -214,7 +214,8 @@ class Settings(BaseSettings):
         "{'new-pagination': {'rollout': 20, 'by': 'organisation'}}; see the experiments page.",
     )
     flags_file: Path | None = Field(
-        default=None, description="A JSON file of flag definitions, read at start-up."
+        default=None,
+        description="A JSON file of flag definitions, read at start-up and again when it changes.",
     )
     posthog_flags_api_key: SecretStr | None = Field(
         default=None,

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from apiusage.caller import MAX_ID_LENGTH, Identity
-from apiusage.feature_flags.local import FlagValue, LocalFlag
+from apiusage.feature_flags.local import FlagsFile, FlagValue, LocalFlag
 from apiusage.recording import IGNORED_REQUEST, current
 
 if TYPE_CHECKING:
@@ -49,6 +49,8 @@ def flags_header_value(answers: Mapping[str, FlagValue]) -> str:
 
 #: How often a flag without an answer is said to have none (seconds).
 _SAY_EVERY = 60.0
+#: How often ``flags_file`` is checked for changes (seconds).
+FILE_CHECK_EVERY = 2.0
 
 #: Values forced by tests, by flag key (see :func:`apiusage.testing.force_flags`).
 _forced: dict[str, FlagValue] = {}
@@ -73,9 +75,19 @@ class FlagService:
     """One client's flags: its own definitions, then PostHog's."""
 
     def __init__(
-        self, definitions: Mapping[str, LocalFlag], remote: PostHogFlags | None, stats: Stats
+        self,
+        definitions: Mapping[str, LocalFlag],
+        remote: PostHogFlags | None,
+        stats: Stats,
+        *,
+        file: FlagsFile | None = None,
+        file_definitions: Mapping[str, LocalFlag] | None = None,
     ) -> None:
-        self.definitions = dict(definitions)
+        #: The ``flags`` setting's definitions: they win over the file's.
+        self._configured = dict(definitions)
+        self._file = file
+        self._file_checked = time.monotonic()
+        self.definitions = {**(file_definitions or {}), **self._configured}
         self.remote = remote
         self._stats = stats
         #: Made once: ``flag()`` runs on the request path.
@@ -86,6 +98,8 @@ class FlagService:
     def evaluate(self, keys: list[str] | None, caller: Identity | None) -> dict[str, FlagValue]:
         """The answers for ``caller`` of ``keys`` (every known flag when ``None``); a flag
         no one defines, or that has no answer yet, is left out."""
+        if self._file is not None:
+            self._reread_file()
         remote = self.remote
         if not _forced and not self.definitions:  # PostHog's flags only: the common case
             return {} if remote is None or caller is None else remote.evaluate(keys, caller)
@@ -108,6 +122,29 @@ class FlagService:
                 for key, value in remote.evaluate(missing, caller).items():
                     found.setdefault(key, value)
         return found
+
+    def _reread_file(self) -> None:
+        """``flags_file`` again, when it changed (checked every few seconds). A file that
+        became invalid is said, and its flags keep their last good definitions."""
+        now = time.monotonic()
+        if now - self._file_checked < FILE_CHECK_EVERY:
+            return
+        self._file_checked = now
+        file = self._file
+        assert file is not None
+        if not file.changed():
+            return
+        try:
+            flags = file.load()
+        except ValueError as exc:
+            self._stats.warn(
+                "flags file",
+                "apiusage: flags_file changed but cannot be used (%s); its flags keep their "
+                "last good definitions.",
+                exc,
+            )
+            return
+        self.definitions = {**flags, **self._configured}
 
     def not_found(self, key: str, default: FlagValue) -> None:
         """Say (rate-limited) that ``key`` has no answer, and which default applies."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,14 @@ from typing import Any, Literal
 
 from apiusage.caller import Identity
 
-__all__ = ["FlagValue", "LocalFlag", "parse_flags", "read_flags_file", "rollout_hash"]
+__all__ = [
+    "FlagValue",
+    "FlagsFile",
+    "LocalFlag",
+    "parse_flags",
+    "read_flags_file",
+    "rollout_hash",
+]
 
 #: What a flag answers: on or off, or the name of a variant.
 FlagValue = bool | str
@@ -177,3 +185,34 @@ def read_flags_file(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} must hold a JSON object of flag key to definition")
     return loaded
+
+
+class FlagsFile:
+    """A JSON file of definitions (``flags_file``), read again when it changes: ops can
+    roll a flag out or back by editing it, without a restart."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+
+    def _stat(self) -> tuple[int, int]:
+        info = os.stat(self.path)
+        return info.st_mtime_ns, info.st_size
+
+    def load(self) -> dict[str, LocalFlag]:
+        """The file's definitions, validated; ``ValueError`` says what is wrong."""
+        try:
+            stamp = self._stat()
+        except OSError as exc:
+            raise ValueError(f"cannot read {self.path}: {exc}") from None
+        flags = parse_flags(read_flags_file(self.path))
+        self._stamp = stamp
+        return flags
+
+    def changed(self) -> bool:
+        """Whether the file was written since it was last loaded (a file that went
+        missing has not changed: its last definitions stand)."""
+        try:
+            return self._stat() != self._stamp
+        except OSError:
+            return False
