@@ -90,27 +90,33 @@ class ApiUsageMiddleware:
         annotate(request=request, state=RequestState(request, None))
         return recording
 
-    def _annotate(self, request: HttpRequest, response: HttpResponseBase | None) -> None:
+    def _annotate(
+        self, recording: Recording, request: HttpRequest, response: HttpResponseBase | None
+    ) -> None:
         with self._reading_guard:
             match = getattr(request, "resolver_match", None)
             route = getattr(match, "route", None)
             drf_request = (getattr(response, "renderer_context", None) or {}).get("request")
+            drf_user = getattr(drf_request, "_user", None)
+            state = recording.record.state
+            if isinstance(state, RequestState):  # made at the start: DRF's user joins it
+                state.drf_user = drf_user
+            else:
+                annotate(request=request, state=RequestState(request, drf_user))
             annotate(
                 route=route_template(route) if isinstance(route, str) else None,
-                request=request,
-                state=RequestState(request, getattr(drf_request, "_user", None)),
                 auth_method=drf_auth_method(getattr(drf_request, "_authenticator", None)),
             )
 
     def _failed(self, recording: Recording, request: HttpRequest, exc: BaseException) -> None:
         recording.failed(exc)
-        self._annotate(request, None)
+        self._annotate(recording, request, None)
         recording.leave()
 
     def _respond(
         self, recording: Recording, request: HttpRequest, response: HttpResponseBase
     ) -> HttpResponseBase:
-        self._annotate(request, response)
+        self._annotate(recording, request, response)
         recording.leave()
         notices = self.client.notices
         if notices is not None and not response.has_header("Deprecation"):

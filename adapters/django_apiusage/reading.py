@@ -66,12 +66,13 @@ class RequestState:
 
     def __init__(self, request: HttpRequest, drf_user: Any) -> None:
         self._request = request
-        self._drf_user = drf_user
+        #: DRF's authenticated user, once a DRF view ran (it wins over ``request.user``).
+        self.drf_user = drf_user
 
     @property
     def user(self) -> Any:
-        if self._drf_user is not None:
-            return self._drf_user
+        if self.drf_user is not None:
+            return self.drf_user
         request = self._request
         user = request.__dict__.get("user")
         if user is None:

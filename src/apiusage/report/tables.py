@@ -7,11 +7,18 @@ organisation, how often and when it last called, and the client libraries it use
 from __future__ import annotations
 
 import csv
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
-from apiusage.report.answers import UsageSummary
+from apiusage.report.answers import (
+    EndpointUsage,
+    FlagAnswerUsage,
+    LibraryUsage,
+    UnusedEndpoint,
+    UsageSummary,
+)
 
 __all__ = ["CSV_TABLES", "write_csv"]
 
@@ -47,66 +54,33 @@ def _deprecated(summary: UsageSummary) -> Iterable[list[Any]]:
             ]
 
 
+def _records(kind: type, entries: Iterable[Any]) -> Iterable[list[Any]]:
+    """A table whose columns are the fields of the answer ``kind``, in order: ``None`` as
+    an empty cell, ``last_seen`` as ISO time, booleans as ``true``/``false``."""
+    names = [field.name for field in dataclasses.fields(kind)]
+    yield names
+    for entry in entries:
+        row = []
+        for name in names:
+            value = getattr(entry, name)
+            if name == "last_seen":
+                value = _iso(value)
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            row.append("" if value is None else value)
+        yield row
+
+
 def _endpoints(summary: UsageSummary) -> Iterable[list[Any]]:
-    yield [
-        "method",
-        "route",
-        "requests",
-        "callers",
-        "organisations",
-        "client_errors",
-        "server_errors",
-        "p50_ms",
-        "p95_ms",
-        "last_seen",
-        "anonymous",
-    ]
-    for entry in summary.endpoints:
-        yield [
-            entry.method,
-            entry.route,
-            entry.requests,
-            entry.callers,
-            entry.organisations,
-            entry.client_errors,
-            entry.server_errors,
-            "" if entry.p50_ms is None else entry.p50_ms,
-            "" if entry.p95_ms is None else entry.p95_ms,
-            _iso(entry.last_seen),
-            entry.anonymous,
-        ]
+    return _records(EndpointUsage, summary.endpoints)
 
 
 def _flags(summary: UsageSummary) -> Iterable[list[Any]]:
-    yield [
-        "flag",
-        "answer",
-        "requests",
-        "callers",
-        "organisations",
-        "client_errors",
-        "server_errors",
-        "p50_ms",
-        "p95_ms",
-    ]
-    for entry in summary.flags:
-        yield [
-            entry.flag,
-            entry.answer,
-            entry.requests,
-            entry.callers,
-            entry.organisations,
-            entry.client_errors,
-            entry.server_errors,
-            "" if entry.p50_ms is None else entry.p50_ms,
-            "" if entry.p95_ms is None else entry.p95_ms,
-        ]
+    return _records(FlagAnswerUsage, summary.flags)
 
 
 def _never_called(summary: UsageSummary) -> Iterable[list[Any]]:
-    yield ["method", "route", "deprecated"]
-    for entry in summary.never_called or ():
-        yield [entry.method, entry.route, str(entry.deprecated).lower()]
+    return _records(UnusedEndpoint, summary.never_called or ())
 
 
 def _versions(summary: UsageSummary) -> Iterable[list[Any]]:
@@ -122,16 +96,7 @@ def _versions(summary: UsageSummary) -> Iterable[list[Any]]:
 
 
 def _libraries(summary: UsageSummary) -> Iterable[list[Any]]:
-    yield ["organisation", "client_library", "version", "requests", "callers", "last_seen"]
-    for entry in summary.client_libraries:
-        yield [
-            entry.organisation or "",
-            entry.client_library,
-            entry.version or "",
-            entry.requests,
-            entry.callers,
-            _iso(entry.last_seen),
-        ]
+    return _records(LibraryUsage, summary.client_libraries)
 
 
 def _underused(summary: UsageSummary) -> Iterable[list[Any]]:

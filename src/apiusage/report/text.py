@@ -28,6 +28,15 @@ def _table(title: str, header: list[str], rows: list[list[Any]], width: int) -> 
     return lines
 
 
+def _rate(count: int, requests: int) -> str:
+    """``count`` as a share of ``requests`` (4xx, 5xx, anonymous)."""
+    return f"{count / requests:.1%}" if requests else "-"
+
+
+def _milliseconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
     """The summary as plain text tables."""
     window = f"{_when(summary.since)} to {_when(summary.until)} UTC"
@@ -48,12 +57,6 @@ def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
     def share(count: int) -> str:
         return f"{count / total:.0%}"
 
-    def errors(count: int, requests: int) -> str:
-        return f"{count / requests:.1%}" if requests else "-"
-
-    def milliseconds(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f}"
-
     lines += _table(
         "Endpoints, most used first",
         ["", "requests", "share", "callers", "anon", "orgs", "4xx", "5xx", "p50 ms", "p95 ms"],
@@ -63,12 +66,12 @@ def format_summary(summary: UsageSummary, *, width: int = 44) -> str:
                 entry.requests,
                 share(entry.requests),
                 entry.callers,
-                errors(entry.anonymous, entry.requests),
+                _rate(entry.anonymous, entry.requests),
                 entry.organisations,
-                errors(entry.client_errors, entry.requests),
-                errors(entry.server_errors, entry.requests),
-                milliseconds(entry.p50_ms),
-                milliseconds(entry.p95_ms),
+                _rate(entry.client_errors, entry.requests),
+                _rate(entry.server_errors, entry.requests),
+                _milliseconds(entry.p50_ms),
+                _milliseconds(entry.p95_ms),
             ]
             for entry in summary.endpoints
         ],
@@ -178,12 +181,6 @@ def _flags(summary: UsageSummary, width: int) -> list[str]:
     if not summary.flags:
         return []
 
-    def share(count: int, requests: int) -> str:
-        return f"{count / requests:.1%}" if requests else "-"
-
-    def milliseconds(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f}"
-
     return _table(
         "Feature flags: requests, errors and latency by answer",
         ["", "requests", "callers", "orgs", "4xx", "5xx", "p50 ms", "p95 ms"],
@@ -193,10 +190,10 @@ def _flags(summary: UsageSummary, width: int) -> list[str]:
                 entry.requests,
                 entry.callers,
                 entry.organisations,
-                share(entry.client_errors, entry.requests),
-                share(entry.server_errors, entry.requests),
-                milliseconds(entry.p50_ms),
-                milliseconds(entry.p95_ms),
+                _rate(entry.client_errors, entry.requests),
+                _rate(entry.server_errors, entry.requests),
+                _milliseconds(entry.p50_ms),
+                _milliseconds(entry.p95_ms),
             ]
             for entry in summary.flags
         ],
