@@ -492,3 +492,30 @@ def test_doctor_shows_callers_not_read_and_anonymous_routes(
     assert "attached but named no caller: 3" in text
     assert "GET /v1/projects" in text
     assert "NOT HEALTHY: callers could not be read" in text
+
+
+def test_a_middleware_outside_still_sees_what_the_app_attached() -> None:
+    """The state apiusage watches is a copy of the server's ``scope["state"]``; what the
+    app attached is copied back when the request ends, so a middleware outside apiusage
+    that kept the first dict (a logging middleware, say) still reads it."""
+    sink = MemorySink()
+    app = FastAPI()
+
+    @app.get("/v1/me")
+    def me(request: Request) -> dict[str, str]:
+        request.state.user = {"id": "u-1"}
+        request.state.trace = "t-1"
+        return {}
+
+    FastApiUsage(app, sink=sink, identity_secret=IDENTITY_SECRET)
+    seen: list[dict[str, Any]] = []
+
+    async def outer(scope: Any, receive: Any, send: Any) -> None:
+        state = scope["state"] = {"lifespan": "kept"}  # what the server hands each request
+        await app(scope, receive, send)
+        seen.append(state)
+
+    assert serve(outer, ("GET", "/v1/me", {})) == [200]
+    assert app._apiusage.client.flush(10)
+    assert seen == [{"lifespan": "kept", "user": {"id": "u-1"}, "trace": "t-1"}]
+    assert sink.named("api_request")[0].distinct_id == "u-1"
