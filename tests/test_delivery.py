@@ -219,6 +219,48 @@ def test_flush_delivers_everything(make_client: MakeClient) -> None:
     assert (stats["events_delivered"], stats["dropped"]) == (1000, 0)
 
 
+class SlowSink(MemorySink):
+    """Takes 20 ms per batch, as a POST to a distant endpoint does; records batch sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batch_sizes: list[int] = []
+
+    def send(self, events: Sequence[Event], groups: Sequence[GroupUpdate]) -> int:
+        self.batch_sizes.append(len(events))
+        time.sleep(0.02)
+        return super().send(events, groups)
+
+
+def test_under_steady_load_only_full_batches_are_sent(make_client: MakeClient) -> None:
+    """Records that arrive while a batch is being sent wait for their own full batch: a
+    worker that sent every few of them at once would pay a request per few events."""
+    sink = SlowSink()
+    client = make_client(sink, flush_interval=600, batch_size=50)
+    for i in range(420):
+        client.record_journey_event(journey(i=i))
+        time.sleep(0.0005)  # a steady stream: a few records arrive during every send
+    deadline = time.monotonic() + 10
+    while len(sink.events) < 400 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sink.batch_sizes == [50] * 8
+    assert client.delivery.pending == 20  # the rest waits for a batch or the interval
+    assert client.flush(timeout=10)
+    assert sink.batch_sizes == [50] * 8 + [20]
+    assert [event.properties["i"] for event in sink.events] == list(range(420))
+
+
+def test_the_interval_sends_a_partial_batch(make_client: MakeClient) -> None:
+    sink = SlowSink()
+    client = make_client(sink, flush_interval=0.05, batch_size=50)
+    for i in range(7):
+        client.record_journey_event(journey(i=i))
+    deadline = time.monotonic() + 5
+    while len(sink.events) < 7 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sink.batch_sizes == [7]
+
+
 def test_flush_with_nothing_queued_returns_at_once(make_client: MakeClient) -> None:
     client = make_client(MemorySink())
     started = time.monotonic()

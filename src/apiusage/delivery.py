@@ -1,14 +1,17 @@
 """Getting records off the request path: a bounded queue drained by one background thread.
 
 The request path only appends to a deque (no I/O; one uncontended lock keeps positions in
-the queue's order, for callers that wait for their own items). A daemon thread wakes every
-``flush_interval`` seconds, or as soon as a batch is full, builds events and hands them
-to the sink; when a wait ran its course it gives the sink a moment for its own work
-(replaying spooled events). A request that must see its events delivered before it ends
-waits for the worker: blocking (``deliver_through``) or, on an event loop, for a callback
-(``when_delivered``). Shutdown drains what is queued within a time bound; what is left
-then is kept on disk when the sink can (``spill``), else counted as dropped, never lost
-silently.
+the queue's order, for callers that wait for their own items). A daemon thread wakes as
+soon as a batch is full and sends full batches only, or every ``flush_interval`` seconds
+and sends everything queued; when a wait ran its course it gives the sink a moment for
+its own work (replaying spooled events). Sending only full batches under load matters: a
+worker that also sent the few records that arrived during its last request would post
+a handful of events at a time, and pay a request's CPU for each handful.
+
+A request that must see its events delivered before it ends waits for the worker:
+blocking (``deliver_through``) or, on an event loop, for a callback (``when_delivered``).
+Shutdown drains what is queued within a time bound; what is left then is kept on disk
+when the sink can (``spill``), else counted as dropped, never lost silently.
 
 :class:`Delivery` is the seam for other strategies; :class:`BackgroundDelivery` is the
 default.
@@ -137,6 +140,9 @@ class BackgroundDelivery:
         self._bytes_in = 0
         self._bytes_out = 0
         self._wakeup = threading.Event()
+        #: Set (before ``_wakeup``) by whoever needs everything queued sent now, not only
+        #: full batches: a flush, a waiter, shutdown.
+        self._send_all = False
         self._progress = threading.Condition()
         self._start_lock = threading.Lock()
         self._order = threading.Lock()
@@ -170,6 +176,7 @@ class BackgroundDelivery:
         self._queue = deque()
         self._bytes_in = self._bytes_out = 0
         self._wakeup = threading.Event()
+        self._send_all = False
         self._progress = threading.Condition()
         self._start_lock = threading.Lock()
         self._order = threading.Lock()
@@ -228,20 +235,33 @@ class BackgroundDelivery:
         while True:
             woken = self._wakeup.wait(self._flush_interval)
             self._wakeup.clear()
-            self._drain()
+            # Woken by a full batch: full batches only; the rest waits for the next
+            # batch or the interval. Anything else (the interval, a flush) sends it all.
+            self._drain(everything=not woken)
             if self._stopping:
                 return
             if not woken and self._when_idle is not None:
                 with self._idle_guard:
                     self._when_idle()
 
-    def _drain(self) -> None:
+    def _send_everything(self) -> None:
+        """Have the worker send everything queued now, not only full batches."""
+        self._send_all = True
+        self._wakeup.set()
+
+    def _drain(self, everything: bool = True) -> None:
         queue = self._queue
+        batch_size = self._batch_size
         while queue:
+            if self._send_all or self._stopping:
+                self._send_all = False
+                everything = True
+            if not everything and len(queue) < batch_size:
+                break
             batch: list[Any] = []
             taken = 0
             try:
-                while len(batch) < self._batch_size:
+                while len(batch) < batch_size:
                     item = queue.popleft()
                     batch.append(item)
                     taken += getattr(item, "queued_bytes", DEFAULT_ITEM_BYTES)
@@ -293,13 +313,13 @@ class BackgroundDelivery:
 
     def _wait_until(self, done: Callable[[], bool], deadline: float) -> bool:
         """Wake the worker and wait until ``done()``; False if the deadline passed first."""
-        self._wakeup.set()
+        self._send_everything()
         with self._progress:
             while not done():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._wakeup.set()
+                self._send_everything()
                 self._progress.wait(min(remaining, 0.05))
         return True
 
@@ -321,7 +341,7 @@ class BackgroundDelivery:
             self._waiters.append((position, callback))
         if self._thread is None:
             self._start()
-        self._wakeup.set()
+        self._send_everything()
         return True
 
     def spill_queued(self) -> None:
@@ -352,7 +372,7 @@ class BackgroundDelivery:
         self.flush(timeout)
         self._closed = True
         self._stopping = True
-        self._wakeup.set()
+        self._send_everything()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
