@@ -1,8 +1,9 @@
-"""Within a batch, requests that read the same to the detectors share one detection.
+"""Requests that read the same to the detectors share one detection.
 
 Detection (version, auth method, client library) and the built-in resolvers are pure
 functions of a request's route, path, query string and a few headers; the worker works
-them out once per distinct combination in a batch. These tests pin that nothing that
+them out once per distinct combination, and keeps them from one batch to the next (a
+bounded memory). These tests pin that nothing that
 differs in those inputs is ever shared, and that what does not matter is.
 """
 
@@ -112,6 +113,30 @@ def test_paths_share_a_detection_only_when_the_route_names_the_version(
     versions = [event.properties["api_version"] for event in sink.named("api_request")]
     # The versioned route's ids do not matter; an unversioned route's path is read.
     assert versions == ["v1", "v1", "v7", "v8"]
+    assert calls[0] == 3
+
+
+def test_a_detection_is_kept_from_one_batch_to_the_next(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of one request (end_of_request, a quiet server) is not detected afresh; a
+    request that reads differently still is, and its caller is its own."""
+    from apiusage import pipeline
+
+    client, sink = make_client()
+    calls = _count_detections(client, monkeypatch)
+    http = Client(apiusage.WSGIMiddleware(_wsgi_app, client=client))
+    for key in ("key-a", "key-a", "key-b", "key-a"):
+        http.get("/v1/items", headers={"X-API-Key": key}).close()
+        assert client.flush(10)  # each request is a batch of its own
+    callers = [event.distinct_id for event in sink.named("api_request")]
+    assert callers[0] == callers[1] == callers[3] != callers[2]
+    assert calls[0] == 2
+    # The memory is bounded: once full it starts afresh.
+    monkeypatch.setattr(pipeline, "_DETECTIONS_KEPT", 2)
+    http.get("/v1/items", headers={"X-API-Key": "key-c"}).close()
+    assert client.flush(10)
+    assert len(client.pipeline._detected) == 1
     assert calls[0] == 3
 
 

@@ -39,6 +39,9 @@ class _Found:
         self.fallback: Identity | None = _NOT_RESOLVED
 
 
+#: Detection results kept from one batch to the next; beyond it the memory starts afresh.
+_DETECTIONS_KEPT = 1024
+
 #: What :meth:`EventPipeline._build_guarded` made of an item.
 _BUILT, _PARTIAL, _FAILED = "built", "partial", "failed"
 
@@ -78,12 +81,15 @@ class EventPipeline:
         #: loop would hold the GIL a whole switch interval after every pause, and the queue
         #: would overflow.
         self.behind = behind
+        #: What was detected, by what detection reads, kept across batches: a batch of one
+        #: request (``end_of_request``, a quiet server) is then not detected afresh.
+        self._detected: dict[Hashable, _Found] = {}
 
     def build(self, item: Any, into: Built, seen: dict[Hashable, _Found]) -> None:
         """Add the events of one queued item to ``into``.
 
-        ``seen``: what was detected in earlier requests of the batch, by what detection
-        reads; a request that reads the same is not parsed again.
+        ``seen``: what was detected in earlier requests, by what detection reads; a
+        request that reads the same is not parsed again.
         """
         if isinstance(item, RequestRecord):
             view = RequestView(item)  # one view per record: detectors share its parsing
@@ -131,6 +137,12 @@ class EventPipeline:
             return None
         return key
 
+    def _detections(self) -> dict[Hashable, _Found]:
+        """The detections kept so far, emptied first when it holds too many."""
+        if len(self._detected) >= _DETECTIONS_KEPT:
+            self._detected.clear()
+        return self._detected
+
     def _build_unreadable(self, item: Any, error: BaseException, into: Built) -> bool:
         """After a failed build: the request's event from its certain facts; False if
         even that failed (the record is then dropped and counted)."""
@@ -151,7 +163,7 @@ class EventPipeline:
         if spill is None:
             return 0
         built = Built()
-        seen: dict[Hashable, _Found] = {}
+        seen = self._detections()
         kept = sum(1 for item in items if self._build_guarded(item, built, seen) != _FAILED)
         if not built.events and not built.groups:
             return kept
@@ -183,7 +195,7 @@ class EventPipeline:
         events = built.events
         requests = journeys = build_failed = partial = 0
         build = self._build_guarded
-        seen: dict[Hashable, _Found] = {}
+        seen = self._detections()
         pause = not self.behind()
         for position, item in enumerate(items):
             if pause and position and not position % _BUILD_SLICE:
