@@ -394,18 +394,23 @@ class UsageClient:
                 self.stats.add("requests_ended_undelivered")
             return
         loop = asyncio.get_running_loop()
-        delivered: asyncio.Future[None] = loop.create_future()
+        # True once delivered, False when the time ran out. Awaited directly, with a timer
+        # of its own: ``asyncio.wait_for`` would cost the request another turn of the loop.
+        delivered: asyncio.Future[bool] = loop.create_future()
 
         def wake() -> None:  # on the worker's thread
             with contextlib.suppress(RuntimeError):  # the loop is closed: no one waits
-                loop.call_soon_threadsafe(_resolve, delivered)
+                loop.call_soon_threadsafe(_settle, delivered, True)
 
         with self._finishing_guard:
             if not self.delivery.when_delivered(position, wake):
                 return
+        timer = loop.call_later(timeout, _settle, delivered, False)
         try:
-            await asyncio.wait_for(delivered, timeout)
-        except TimeoutError:
+            in_time = await delivered
+        finally:
+            timer.cancel()
+        if not in_time:
             self.stats.add("requests_ended_undelivered")
 
     async def _resolved(self, pending: Awaitable[Identity | None]) -> Identity | None:
@@ -586,9 +591,9 @@ def _delivers_at_end_of_request(strategy: str) -> bool:
     return True
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():  # it may have been cancelled (the wait timed out)
-        future.set_result(None)
+def _settle(future: asyncio.Future[bool], delivered: bool) -> None:
+    if not future.done():  # settled already (timed out, then delivered), or cancelled
+        future.set_result(delivered)
 
 
 @functools.cache
