@@ -159,10 +159,12 @@ async def test_asgi_requests_share_a_detection_whatever_headers_detection_ignore
     assert calls[0] == 2
 
 
-async def test_header_pairs_given_as_lists_are_detected_one_by_one(
-    make_client: MakeClient,
+async def test_header_pairs_given_as_lists_share_detections_too(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Lists are allowed by ASGI, and what Mangum (AWS Lambda) passes."""
     client, sink = make_client(**ONE_BATCH)
+    calls = _count_detections(client, monkeypatch)
     middleware = apiusage.ASGIMiddleware(_asgi_app, client=client)
 
     async def receive() -> dict[str, Any]:
@@ -171,7 +173,7 @@ async def test_header_pairs_given_as_lists_are_detected_one_by_one(
     async def send(message: dict[str, Any]) -> None:
         pass
 
-    for key in (b"key-a", b"key-b"):
+    for key in (b"key-a", b"key-b", b"key-a"):
         scope = {
             "type": "http",
             "method": "GET",
@@ -181,9 +183,10 @@ async def test_header_pairs_given_as_lists_are_detected_one_by_one(
         }
         await middleware(scope, receive, send)
     assert client.flush(10)
-    first, second = sink.named("api_request")
-    assert first.distinct_id != second.distinct_id
+    first, second, third = sink.named("api_request")
+    assert first.distinct_id == third.distinct_id != second.distinct_id
     assert first.properties["client_library"] == second.properties["client_library"] == "curl"
+    assert calls[0] == 2
 
 
 async def test_queued_asgi_records_keep_only_the_headers_the_worker_reads(

@@ -121,7 +121,7 @@ class EventPipeline:
     def _detection_key(self, record: RequestRecord, route: str | None) -> Hashable | None:
         """Everything detection and the built-in resolvers read of a request: its route,
         query string, headers, and its path when the route names no version. None when it
-        cannot be a key (unhashable headers).
+        cannot be a key (headers that are not pairs of bytes or strings).
 
         Queued records keep only the headers the worker reads (``UsageClient._detach``).
         Detectors and built-in resolvers must read nothing else (not the status, not the
@@ -133,8 +133,12 @@ class EventPipeline:
         key = (route, path, record.query_string, headers)
         try:
             hash(key)
-        except TypeError:  # header pairs as lists: allowed by ASGI, rare
-            return None
+        except TypeError:  # header pairs as lists: allowed by ASGI, and Mangum's way
+            try:
+                key = (route, path, record.query_string, tuple(map(tuple, headers)))
+                hash(key)
+            except TypeError:
+                return None
         return key
 
     def _detections(self) -> dict[Hashable, _Found]:
